@@ -1,0 +1,1 @@
+"""The coordinator: verifies gateways' signed settlement batches and anchors them on Soroban."""

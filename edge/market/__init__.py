@@ -1,0 +1,1 @@
+"""Market core: the deterministic continuous double auction (built under issue 3)."""

@@ -1,0 +1,3 @@
+"""neighbourgrid: the ``ngrid`` command that ties the parts together."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Installer tools: flash and register meters, set up gateways (``ngrid provision``)."""
