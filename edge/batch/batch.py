@@ -62,7 +62,7 @@ TOTAL_FIELDS = (
     "seller_receives",
     "commission",
     "grid_fee",
-    "seller_yield",
+    "yield_accrual",
     "tokens_burned",
     "carbon_mg",
 )
@@ -84,12 +84,14 @@ class BatchError(NgridError, ValueError):
 class TradeRecord:
     """One settled trade as the batch carries it (a Merkle leaf).
 
-    Order ids, owners and the trade id are strings; ``wh`` in Wh, ``price`` in ticks per kWh,
-    amounts in integer base units (see edge.market settlement), ``ts`` the match time and
-    ``settled_ts`` the time the seller's lock ack was settled (ms since the Unix epoch, as
-    recorded by the gateway). ``commitment`` and ``proof`` are the Pedersen commitment to the
-    seller's SoC (basis points) and the range proof that it lies in ``[proof_lo, proof_hi]``,
-    bound to :func:`proof_context`.
+    The first ten fields are :class:`edge.market.Trade`'s (``id`` .. ``maker``), so a replay
+    of the order log can be compared field by field; the money fields are
+    :class:`edge.market.Settlement`'s (µticks; tokens; mg CO2). ``wh`` in Wh, ``price`` in ticks
+    per kWh, ``ts`` the stamp of the event that caused the match, ``settled_ts`` the time the
+    seller's lock ack was settled (ms since the Unix epoch, as recorded by the gateway).
+    ``commitment`` and ``proof`` are the Pedersen commitment to the seller's SoC (basis points)
+    and the range proof that it lies in ``[proof_lo, proof_hi]``, bound to
+    :func:`proof_context` (edge.zk ``prove_range``/``verify_range``).
     """
 
     id: str
@@ -101,13 +103,14 @@ class TradeRecord:
     price: int
     interval: int
     ts: int
+    maker: str
     settled_ts: int
     value: int
     buyer_pays: int
     seller_receives: int
     commission: int
     grid_fee: int
-    seller_yield: int
+    yield_accrual: int
     tokens_burned: int
     carbon_mg: int
     commitment: bytes
