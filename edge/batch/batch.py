@@ -89,9 +89,10 @@ class TradeRecord:
     :class:`edge.market.Settlement`'s (µticks; tokens; mg CO2). ``wh`` in Wh, ``price`` in ticks
     per kWh, ``ts`` the stamp of the event that caused the match, ``settled_ts`` the time the
     seller's lock ack was settled (ms since the Unix epoch, as recorded by the gateway).
-    ``commitment`` and ``proof`` are the Pedersen commitment to the seller's SoC (basis points)
-    and the range proof that it lies in ``[proof_lo, proof_hi]``, bound to
-    :func:`proof_context` (edge.zk ``prove_range``/``verify_range``).
+    ``commitment`` is the Pedersen commitment to the seller's SoC (basis points) and ``proof``
+    the range proof that ``SoC - soc_reserved_bp >= soc_threshold_bp`` (edge.zk
+    ``prove_at_least``/``verify_at_least``, context :func:`proof_context`): the threshold is
+    the meter's reserve plus this sale, ``soc_reserved_bp`` what earlier locks already hold.
     """
 
     id: str
@@ -115,8 +116,8 @@ class TradeRecord:
     carbon_mg: int
     commitment: bytes
     proof: bytes
-    proof_lo: int
-    proof_hi: int
+    soc_threshold_bp: int
+    soc_reserved_bp: int
 
     def to_json(self) -> dict[str, Any]:
         """The canonical-JSON object of this record (bytes as lowercase hex)."""

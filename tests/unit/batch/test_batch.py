@@ -53,8 +53,8 @@ def trade(n: int, *, wh: int = 500, price: int = 120) -> TradeRecord:
         carbon_mg=wh * 820,
         commitment=bytes([n]) * 33,
         proof=b"\x01\x02" * 10,
-        proof_lo=2500,
-        proof_hi=10000,
+        soc_threshold_bp=2500,
+        soc_reserved_bp=0,
     )
 
 
