@@ -9,12 +9,16 @@ Thin click wrappers: each command parses its options, calls one typed function
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from provisioning.inventory import DEFAULT_INVENTORY, Inventory
 
 __all__ = ["provision"]
+
+#: The firmware next to this package in a checkout (``pip install -e .``).
+DEFAULT_DEVICE_DIR = Path(__file__).resolve().parent.parent / "device"
 
 
 def _inventory(ctx: click.Context) -> Inventory:
@@ -152,3 +156,162 @@ def list_command(ctx: click.Context) -> None:
                 f"{m.capacity_wh} Wh  reserve {m.reserve_bp} bp  chip {m.chip or '-'}  "
                 f"self-test {m.self_test}  by {m.provisioned_by} at {m.provisioned_at}"
             )
+
+
+def _tqdm_factory(label: str, total: int, slot: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, desc=label, unit="B", unit_scale=True, position=slot, leave=True, ascii=True
+    )
+
+
+def _per_port(values: tuple[Any, ...], ports: tuple[str, ...], name: str) -> list[Any]:
+    if len(values) == 1:
+        return [values[0]] * len(ports)
+    if len(values) != len(ports):
+        raise click.BadParameter(
+            f"give {name} once (for every board) or once per --port ({len(ports)} times)",
+            param_hint=name,
+        )
+    return list(values)
+
+
+@provision.command("meter")
+@click.option("--port", "ports", multiple=True, required=True, help="Serial port (repeatable).")
+@click.option("--gateway", "gateway_id", required=True, help="Gateway the meter reports to.")
+@click.option("--owner", "owners", multiple=True, required=True, help="Home/owner (per port).")
+@click.option(
+    "--capacity-wh",
+    "capacities",
+    type=click.IntRange(min=1),
+    multiple=True,
+    required=True,
+    help="Usable battery capacity in Wh (per port).",
+)
+@click.option(
+    "--reserve-bp",
+    "reserves",
+    type=click.IntRange(0, 10_000),
+    multiple=True,
+    help="State of charge never sold, basis points (per port)  [default: 2000]",
+)
+@click.option("--meter-id", "meter_ids", multiple=True, help="Id for a new meter (per port).")
+@click.option(
+    "--image",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="MicroPython image to flash first (needs --sha256).",
+)
+@click.option("--sha256", help="The image's SHA-256 as published with the download.")
+@click.option("--erase", is_flag=True, help="Erase the whole flash before flashing --image.")
+@click.option("--chip", help="Refuse boards of any other chip family (e.g. esp32, esp32s3).")
+@click.option("--new-identity", is_flag=True, help="Give already provisioned boards a new id/key.")
+@click.option(
+    "--device-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The firmware to upload  [default: the checkout's device/]",
+)
+@click.option("--mpy", "compile_mpy", is_flag=True, help="Upload mpy-cross-compiled modules.")
+@click.option("--wifi-ssid", help="Home WiFi network the meter joins.")
+@click.option("--wifi-password", help="Its password.")
+@click.pass_context
+def meter_command(
+    ctx: click.Context,
+    ports: tuple[str, ...],
+    gateway_id: str,
+    owners: tuple[str, ...],
+    capacities: tuple[int, ...],
+    reserves: tuple[int, ...],
+    meter_ids: tuple[str, ...],
+    image: Path | None,
+    sha256: str | None,
+    erase: bool,
+    chip: str | None,
+    new_identity: bool,
+    device_dir: Path | None,
+    compile_mpy: bool,
+    wifi_ssid: str | None,
+    wifi_password: str | None,
+) -> None:
+    """Flash (optionally), upload the firmware, configure, self-test and register meters.
+
+    Several --port options provision several boards at once. Re-running on a provisioned board
+    keeps its identity (meter id, MAC key, broker password) unless --new-identity is given.
+    """
+    from provisioning.board import firmware_files
+    from provisioning.errors import ProvisionError
+    from provisioning.flash import check_image
+    from provisioning.meter import MeterSpec, WifiSettings, provision_meters
+
+    if image is not None and sha256 is None:
+        raise click.BadParameter(
+            "--image needs --sha256 (from the download page)", param_hint="--sha256"
+        )
+    if erase and image is None:
+        raise click.BadParameter("--erase only makes sense with --image", param_hint="--erase")
+    if (wifi_ssid is None) != (wifi_password is None):
+        raise click.BadParameter("give --wifi-ssid and --wifi-password together")
+    try:
+        specs = [
+            MeterSpec(
+                port=port, owner=owner, capacity_wh=capacity, reserve_bp=reserve, meter_id=meter_id
+            )
+            for port, owner, capacity, reserve, meter_id in zip(
+                ports,
+                _per_port(owners, ports, "--owner"),
+                _per_port(capacities, ports, "--capacity-wh"),
+                _per_port(reserves or (2000,), ports, "--reserve-bp"),
+                _per_port(meter_ids, ports, "--meter-id") if meter_ids else [None] * len(ports),
+                strict=True,
+            )
+        ]
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from err
+    if meter_ids and len(set(meter_ids)) != len(meter_ids):
+        raise click.BadParameter("each board needs its own --meter-id", param_hint="--meter-id")
+
+    inventory = _inventory(ctx)
+    inventory.gateway(gateway_id)  # unknown gateway: fail before touching any board
+    checked = check_image(image, sha256=sha256) if image is not None else None
+    files = firmware_files(device_dir or DEFAULT_DEVICE_DIR, compile_mpy=compile_mpy)
+    wifi = (
+        WifiSettings(ssid=wifi_ssid, password=wifi_password)
+        if wifi_ssid and wifi_password
+        else None
+    )
+    outcomes = provision_meters(
+        inventory=inventory,
+        specs=specs,
+        gateway=gateway_id,
+        files=files,
+        image=checked,
+        erase=erase,
+        expect_chip=chip,
+        new_identity=new_identity,
+        wifi=wifi,
+        progress=_tqdm_factory,
+    )
+    failed = [o for o in outcomes if o.error is not None]
+    for outcome in outcomes:
+        if outcome.record is not None:
+            r = outcome.record
+            kept = "kept its identity" if outcome.reused_identity else "new identity"
+            click.echo(
+                f"{outcome.port}: meter {r.id} ({kept}) key {r.key_fingerprint}, "
+                f"{outcome.uploaded} files verified, self-test {r.self_test}"
+            )
+        elif len(outcomes) > 1:
+            click.echo(f"{outcome.port}: FAILED: {outcome.error}", err=True)
+    if failed:
+        if len(outcomes) == 1 and failed[0].error is not None:
+            raise failed[0].error
+        names = ", ".join(o.port for o in failed)
+        raise ProvisionError(
+            f"{len(failed)} of {len(outcomes)} boards failed ({names}); "
+            "fix them and re-run the same command: finished boards keep their identity"
+        )
+    click.echo(
+        f"next: `ngrid provision gateway --name {gateway_id}` to refresh the broker's passwords "
+        f"and ACL, then `ngrid provision export --gateway {gateway_id}`"
+    )
