@@ -1,0 +1,1032 @@
+"""The matching engine: a deterministic continuous double auction, one book per delivery interval.
+
+:class:`Engine` is a pure state machine. :meth:`Engine.submit` takes one event (see
+:mod:`edge.market.events`) and returns the trades it caused, in execution order; an event the
+engine refuses raises :class:`~edge.market.errors.InvalidEvent` and changes nothing. No clock, no
+randomness, no floats, no I/O: the same events give the same trades, byte for byte.
+
+Rules (docs/market.md has the long form):
+
+* Price-time priority per interval: sells cheapest first, buys highest first, earlier (lower log
+  position) first within a price. With ``policy="value-time"`` (seed 004), within a price the
+  resting order with the larger remaining volume goes first, then the earlier.
+* An order trades against the resting orders it crosses, best first; the price is that of the
+  order that came first (the resting maker, for an incoming order). A resting remainder keeps its
+  place; an incoming remainder rests.
+* Self-trade prevention: an order passes over resting orders of its own owner, which stay.
+* Reference price: a buy whose limit is below it neither takes nor is taken. When the reference
+  price falls, the buys it unblocks trade, best first, as if they came in again (at the price of
+  the earlier order of each pair).
+* ``max_matches`` bounds the trades one order makes when it comes in (or is unblocked or
+  restored); what the bound leaves rests, even if it still crosses.
+* A void gives both orders the quantity back at their original priority, and the two never match
+  each other again; a restored order that crosses trades as an unblocked one does.
+* Closing an interval expires its resting orders; orders for a closed interval are refused.
+
+Internally an order is a list indexed by the ``_ID`` … ``_EXCL`` constants (cheaper than
+objects); each interval's book keeps, per side, a sorted list of price keys (``-price`` for buys,
+``price`` for sells, so the best is always first) and a dict from key to the orders at that price:
+a deque in time order (price-time) or a heap on ``(-remaining, seq)`` (value-time). Cancelled and
+filled orders are dropped lazily when a match walks past them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from bisect import bisect_left, insort
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from heapq import heapify, heappop, heappush, heapreplace
+from typing import Any, Final
+
+from edge.market.errors import InvalidEvent, LogError
+from edge.market.events import (
+    Cancel,
+    CloseInterval,
+    Event,
+    Offer,
+    Order,
+    ReferencePrice,
+    Reserve,
+    Void,
+    parse_line,
+    validate_event,
+)
+from edge.market.tiers import cheapest_cover
+
+__all__ = [
+    "POLICIES",
+    "Engine",
+    "MarketParams",
+    "OrderState",
+    "Reservation",
+    "Trade",
+    "iter_log",
+    "replay",
+    "replay_log",
+]
+
+POLICIES: Final = ("price-time", "value-time")
+SNAPSHOT_FORMAT: Final = "ngrid-market-snapshot"
+SNAPSHOT_VERSION: Final = 1
+
+# Fields of an internal order record (a list, for speed).
+_ID, _OWNER, _BUY, _PRICE, _REM, _SEQ, _INTERVAL, _WH, _TS, _STATUS, _EXCL = range(11)
+# Order statuses.
+_OPEN, _FILLED, _CANCELLED, _EXPIRED = 0, 1, 2, 3
+_STATUS_NAMES: Final = ("open", "filled", "cancelled", "expired")
+_STATUS_CODES: Final = {name: code for code, name in enumerate(_STATUS_NAMES)}
+
+_new = object.__new__
+_setattr = object.__setattr__
+
+
+def _canonical(obj: object) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class MarketParams:
+    """Replay parameters: the priority ``policy`` and the bound on matches per order.
+
+    ``policy`` is ``"price-time"`` (default) or ``"value-time"``; ``max_matches`` is ``None`` (no
+    bound) or a positive integer.
+    """
+
+    policy: str = "price-time"
+    max_matches: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {self.policy!r}")
+        if self.max_matches is not None and (
+            type(self.max_matches) is not int or self.max_matches <= 0
+        ):
+            raise ValueError("max_matches must be a positive integer or None")
+
+
+@dataclass(frozen=True, init=False)
+class Trade:
+    """One trade: ``wh`` watt-hours from ``seller`` (order ``sell``) to ``buyer`` (order ``buy``)
+    at ``price`` ticks per kWh, for delivery ``interval``, caused by the event stamped ``ts``.
+
+    ``id`` is ``"t<n>"``, ``n`` counting the engine's trades from 1. ``maker`` is the side
+    (``"buy"`` or ``"sell"``) of the order that came first, whose price the trade takes (the
+    resting order, for an incoming one); :attr:`maker_id` is its order id.
+    """
+
+    id: str
+    buy: str
+    sell: str
+    buyer: str
+    seller: str
+    wh: int
+    price: int
+    interval: int
+    ts: int
+    maker: str
+
+    def __init__(
+        self,
+        id: str,
+        buy: str,
+        sell: str,
+        buyer: str,
+        seller: str,
+        wh: int,
+        price: int,
+        interval: int,
+        ts: int,
+        maker: str,
+    ) -> None:
+        _setattr(
+            self,
+            "__dict__",
+            {
+                "id": id,
+                "buy": buy,
+                "sell": sell,
+                "buyer": buyer,
+                "seller": seller,
+                "wh": wh,
+                "price": price,
+                "interval": interval,
+                "ts": ts,
+                "maker": maker,
+            },
+        )
+
+    @property
+    def maker_id(self) -> str:
+        """The id of the maker order (the one that came first)."""
+        return self.buy if self.maker == "buy" else self.sell
+
+    @property
+    def seq(self) -> int:
+        """The trade's position in the engine's output, from 1."""
+        return int(self.id[1:])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def to_json(self) -> str:
+        """The canonical log-line encoding: sorted keys, no spaces, no trailing newline."""
+        return _canonical(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Trade:
+        return cls(
+            id=obj["id"],
+            buy=obj["buy"],
+            sell=obj["sell"],
+            buyer=obj["buyer"],
+            seller=obj["seller"],
+            wh=obj["wh"],
+            price=obj["price"],
+            interval=obj["interval"],
+            ts=obj["ts"],
+            maker=obj["maker"],
+        )
+
+
+@dataclass(frozen=True)
+class OrderState:
+    """An order as the engine sees it now.
+
+    ``status`` is ``"open"`` (resting on the book, possibly blocked by the reference price),
+    ``"filled"``, ``"cancelled"`` or ``"expired"``; ``remaining`` is the unfilled quantity (for a
+    cancelled or expired order, what was unfilled when it left the book). ``seq`` is its position
+    among the log's orders, from 1: its time priority.
+    """
+
+    id: str
+    owner: str
+    side: str
+    wh: int
+    price: int
+    ts: int
+    interval: int
+    seq: int
+    remaining: int
+    status: str
+
+    @property
+    def filled(self) -> int:
+        return self.wh - self.remaining
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A matched capacity request: ``w`` watts of ``seller``'s offer ``offer`` for ``units`` slots
+    from slot ``start``, for ``cost`` ticks in all. ``id`` is ``"r<n>"``; ``request`` is the id of
+    the :class:`~edge.market.events.Reserve` event; ``blocks`` the tier blocks bought."""
+
+    id: str
+    request: str
+    offer: str
+    buyer: str
+    seller: str
+    w: int
+    start: int
+    units: int
+    cost: int
+    blocks: tuple[int, ...]
+    ts: int
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["blocks"] = list(self.blocks)
+        out["kind"] = "reservation"
+        return out
+
+    def to_json(self) -> str:
+        return _canonical(self.to_dict())
+
+
+class _Book:
+    """One delivery interval's order book (see the module docstring)."""
+
+    __slots__ = ("sides",)
+
+    def __init__(self) -> None:
+        # [buy keys, buy levels, sell keys, sell levels]
+        self.sides: list[Any] = [[], {}, [], {}]
+
+
+class Engine:
+    """The continuous double auction (see the module docstring for its rules).
+
+    ``Engine(params=MarketParams(...))``; feed it events with :meth:`submit`; inspect it with
+    :meth:`book`, :meth:`order`, :meth:`trade`; save it with :meth:`snapshot` and load it with
+    :meth:`restore`. Restoring a snapshot and submitting the rest of a log gives the same trades
+    and the same final state as submitting the whole log.
+    """
+
+    def __init__(self, *, params: MarketParams | None = None) -> None:
+        self._params = params if params is not None else MarketParams()
+        self._vt = self._params.policy == "value-time"
+        self._limit = self._params.max_matches or sys.maxsize
+        self._ref = 0
+        self._seq = 0
+        self._tseq = 0
+        self._rseq = 0
+        self._orders: dict[str, list[Any]] = {}
+        self._books: dict[int, _Book] = {}
+        self._closed: set[int] = set()
+        self._trades: dict[str, Trade] = {}
+        self._voided: set[str] = set()
+        self._offers: dict[str, list[Any]] = {}
+        self._requests: dict[str, Reservation | None] = {}
+        self._reservations: list[Reservation] = []
+
+    # ------------------------------------------------------------------ inspection
+
+    @property
+    def params(self) -> MarketParams:
+        return self._params
+
+    @property
+    def reference_price(self) -> int:
+        return self._ref
+
+    @property
+    def trade_count(self) -> int:
+        """How many trades the engine has made (voided ones included)."""
+        return self._tseq
+
+    def closed_intervals(self) -> list[int]:
+        return sorted(self._closed)
+
+    def open_intervals(self) -> list[int]:
+        """Intervals that have a book (some order came for them) and are not closed."""
+        return sorted(self._books)
+
+    def order(self, order_id: str) -> OrderState | None:
+        """The order's current state, or ``None`` if no order has that id."""
+        o = self._orders.get(order_id)
+        return None if o is None else _state(o)
+
+    def book(self, interval: int, side: str) -> list[OrderState]:
+        """The resting orders of one side of an interval's book, in priority order."""
+        if side not in ("buy", "sell"):
+            raise ValueError("side must be 'buy' or 'sell'")
+        return [_state(o) for o in self._resting(interval, side == "buy")]
+
+    def best_price(self, interval: int, side: str) -> int | None:
+        """The best resting price of one side of an interval's book, or ``None``."""
+        resting = self._resting(interval, side == "buy")
+        return resting[0][_PRICE] if resting else None
+
+    def trade(self, trade_id: str) -> Trade | None:
+        return self._trades.get(trade_id)
+
+    def trades(self) -> list[Trade]:
+        """Every trade made so far, voided ones included, in execution order."""
+        return list(self._trades.values())
+
+    def is_voided(self, trade_id: str) -> bool:
+        return trade_id in self._voided
+
+    def reservation(self, request_id: str) -> Reservation | None:
+        """The reservation a :class:`Reserve` request got, or ``None`` (dropped or unknown)."""
+        return self._requests.get(request_id)
+
+    def reservations(self) -> list[Reservation]:
+        return list(self._reservations)
+
+    def _resting(self, interval: int, is_buy: bool) -> list[list[Any]]:
+        book = self._books.get(interval)
+        if book is None:
+            return []
+        keys, levels = (book.sides[0], book.sides[1]) if is_buy else (book.sides[2], book.sides[3])
+        out: list[list[Any]] = []
+        for key in keys:
+            level = levels[key]
+            orders = [entry[2] for entry in sorted(level)] if self._vt else list(level)
+            out.extend(o for o in orders if o[_STATUS] == _OPEN)
+        return out
+
+    # ------------------------------------------------------------------ events
+
+    def check(self, event: Event) -> None:
+        """Raise :class:`InvalidEvent` if :meth:`submit` would refuse ``event``; change nothing."""
+        validate_event(event)
+        self._check_state(event)
+
+    def submit(self, event: Event) -> list[Trade]:
+        """Apply one event; return the trades it caused, in execution order.
+
+        Raises :class:`InvalidEvent` (and changes nothing) if the event is malformed or not
+        allowed now: a duplicate id, an order for a closed interval, a cancel of an unknown id, a
+        void of an unknown or already voided trade.
+        """
+        kind = type(event)
+        if kind is Order:
+            return self._submit_order(event)  # type: ignore[arg-type]
+        validate_event(event)
+        self._check_state(event)
+        if kind is Cancel:
+            self._cancel(event)  # type: ignore[arg-type]
+            return []
+        if kind is ReferencePrice:
+            return self._reference_price(event)  # type: ignore[arg-type]
+        if kind is CloseInterval:
+            self._close(event)  # type: ignore[arg-type]
+            return []
+        if kind is Void:
+            return self._void(event)  # type: ignore[arg-type]
+        if kind is Offer:
+            self._offer(event)  # type: ignore[arg-type]
+            return []
+        if kind is Reserve:
+            self._reserve(event)  # type: ignore[arg-type]
+            return []
+        raise InvalidEvent(f"not a market event: {kind.__name__}")  # pragma: no cover
+
+    def _known_id(self, event_id: str) -> bool:
+        return event_id in self._orders or event_id in self._offers or event_id in self._requests
+
+    def _check_state(self, event: Event) -> None:
+        if isinstance(event, Order | Offer | Reserve):
+            if self._known_id(event.id):
+                raise InvalidEvent(f"duplicate id {event.id!r}", field="id")
+            if isinstance(event, Order) and event.interval in self._closed:
+                raise InvalidEvent(f"interval {event.interval} is closed", field="interval")
+        elif isinstance(event, Cancel):
+            if event.id not in self._orders and event.id not in self._offers:
+                raise InvalidEvent(f"no order or offer {event.id!r}", field="id")
+        elif isinstance(event, CloseInterval):
+            if event.interval in self._closed:
+                raise InvalidEvent(f"interval {event.interval} is already closed", field="interval")
+        elif isinstance(event, Void):
+            if event.trade not in self._trades:
+                raise InvalidEvent(f"no trade {event.trade!r}", field="trade")
+            if event.trade in self._voided:
+                raise InvalidEvent(f"trade {event.trade!r} is already voided", field="trade")
+
+    def _submit_order(self, ev: Order) -> list[Trade]:
+        oid = ev.id
+        owner = ev.owner
+        side = ev.side
+        wh = ev.wh
+        price = ev.price
+        ts = ev.ts
+        interval = ev.interval
+        if not (
+            type(oid) is str
+            and type(owner) is str
+            and type(wh) is int
+            and type(price) is int
+            and type(ts) is int
+            and type(interval) is int
+            and wh > 0
+            and price > 0
+            and ts >= 0
+            and interval >= 0
+            and (side == "buy" or side == "sell")
+            and 0 < len(oid) <= 200
+            and 0 < len(owner) <= 200
+        ):
+            validate_event(ev)
+        if oid in self._orders or oid in self._offers or oid in self._requests:
+            raise InvalidEvent(f"duplicate id {oid!r}", field="id")
+        book = self._books.get(interval)
+        if book is None:
+            if interval in self._closed:
+                raise InvalidEvent(f"interval {interval} is closed", field="interval")
+            book = self._books[interval] = _Book()
+        self._seq += 1
+        is_buy = side == "buy"
+        o: list[Any] = [oid, owner, is_buy, price, wh, self._seq, interval, wh, ts, _OPEN, None]
+        self._orders[oid] = o
+        trades: list[Trade] = []
+        sides = book.sides
+        # Does it cross at all? (The common "no" is decided here, without a call.)
+        if is_buy:
+            okeys = sides[2]
+            crosses = price >= self._ref and okeys and okeys[0] <= price
+        else:
+            okeys = sides[0]
+            ref = self._ref
+            crosses = okeys and okeys[0] <= -(price if price >= ref else ref)
+        if crosses:
+            self._take(o, sides, ts, trades)
+        if o[_REM]:
+            own = 0 if is_buy else 2
+            key = -price if is_buy else price
+            levels = sides[own + 1]
+            level = levels.get(key)
+            if self._vt:
+                if level is None:
+                    levels[key] = [(-o[_REM], o[_SEQ], o)]
+                    insort(sides[own], key)
+                else:
+                    heappush(level, (-o[_REM], o[_SEQ], o))
+            elif level is None:
+                levels[key] = deque((o,))
+                insort(sides[own], key)
+            else:
+                level.append(o)
+        else:
+            o[_STATUS] = _FILLED
+        return trades
+
+    def _take(self, o: list[Any], sides: list[Any], ts: int, trades: list[Trade]) -> None:
+        """Match order ``o`` as the aggressor against the opposite side of its book.
+
+        Walks the opposite price levels best first while they cross, skipping the owner's own
+        orders and excluded counterparts, until ``o`` is filled or has made ``max_matches``
+        trades. Updates ``o[_REM]`` and ``o[_STATUS]`` if it fills (the caller rests an incoming
+        remainder). Each trade takes the price of whichever order came first.
+        """
+        is_buy = o[_BUY]
+        price = o[_PRICE]
+        ref = self._ref
+        if is_buy:
+            if price < ref:
+                return
+            okeys = sides[2]
+            olevels = sides[3]
+            bound = price
+        else:
+            okeys = sides[0]
+            olevels = sides[1]
+            bound = -(price if price >= ref else ref)
+        oid = o[_ID]
+        owner = o[_OWNER]
+        oseq = o[_SEQ]
+        interval = o[_INTERVAL]
+        excl = o[_EXCL]
+        limit = self._limit
+        vt = self._vt
+        registry = self._trades
+        tseq = self._tseq
+        rem = o[_REM]
+        nmatch = 0
+        j = 0
+        while j < len(okeys):
+            key = okeys[j]
+            if key > bound:
+                break
+            level = olevels[key]
+            skipped: list[Any] | None = None
+            while level:
+                mk = level[0][2] if vt else level[0]
+                if mk[_STATUS] != _OPEN:
+                    if vt:
+                        heappop(level)
+                    else:
+                        level.popleft()
+                    continue
+                if mk[_OWNER] == owner or (excl is not None and mk[_ID] in excl):
+                    if skipped is None:
+                        skipped = []
+                    skipped.append(heappop(level) if vt else level.popleft())
+                    continue
+                q = mk[_REM]
+                if q > rem:
+                    q = rem
+                tseq += 1
+                tid = f"t{tseq}"
+                if mk[_SEQ] < oseq:
+                    tprice = mk[_PRICE]
+                    maker_buy = not is_buy
+                else:
+                    tprice = price
+                    maker_buy = is_buy
+                t = _new(Trade)
+                if is_buy:
+                    _setattr(
+                        t,
+                        "__dict__",
+                        {
+                            "id": tid,
+                            "buy": oid,
+                            "sell": mk[_ID],
+                            "buyer": owner,
+                            "seller": mk[_OWNER],
+                            "wh": q,
+                            "price": tprice,
+                            "interval": interval,
+                            "ts": ts,
+                            "maker": "buy" if maker_buy else "sell",
+                        },
+                    )
+                else:
+                    _setattr(
+                        t,
+                        "__dict__",
+                        {
+                            "id": tid,
+                            "buy": mk[_ID],
+                            "sell": oid,
+                            "buyer": mk[_OWNER],
+                            "seller": owner,
+                            "wh": q,
+                            "price": tprice,
+                            "interval": interval,
+                            "ts": ts,
+                            "maker": "buy" if maker_buy else "sell",
+                        },
+                    )
+                trades.append(t)
+                registry[tid] = t
+                rem -= q
+                nmatch += 1
+                left = mk[_REM] - q
+                mk[_REM] = left
+                if left == 0:
+                    mk[_STATUS] = _FILLED
+                    if vt:
+                        heappop(level)
+                    else:
+                        level.popleft()
+                elif vt:
+                    heapreplace(level, (-left, mk[_SEQ], mk))
+                if rem == 0 or nmatch >= limit:
+                    break
+            if skipped:
+                if vt:
+                    for entry in skipped:
+                        heappush(level, entry)
+                else:
+                    level.extendleft(reversed(skipped))
+            if not level:
+                del olevels[key]
+                del okeys[j]
+            else:
+                j += 1
+            if rem == 0 or nmatch >= limit:
+                break
+        self._tseq = tseq
+        o[_REM] = rem
+        if rem == 0:
+            o[_STATUS] = _FILLED
+
+    def _cancel(self, ev: Cancel) -> None:
+        offer = self._offers.get(ev.id)
+        if offer is not None:
+            offer[_OFFER_ACTIVE] = False
+            return
+        o = self._orders[ev.id]
+        if o[_STATUS] != _OPEN:
+            return
+        o[_STATUS] = _CANCELLED
+        self._drop_dead_front(o)
+
+    def _drop_dead_front(self, o: list[Any]) -> None:
+        """Keep the head of ``o``'s level live (and drop the level if nothing live is left)."""
+        book = self._books[o[_INTERVAL]]
+        own = 0 if o[_BUY] else 2
+        key = -o[_PRICE] if o[_BUY] else o[_PRICE]
+        keys = book.sides[own]
+        levels = book.sides[own + 1]
+        level = levels.get(key)
+        if level is None:
+            return
+        if self._vt:
+            while level and level[0][2][_STATUS] != _OPEN:
+                heappop(level)
+        else:
+            while level and level[0][_STATUS] != _OPEN:
+                level.popleft()
+        if not level:
+            del levels[key]
+            del keys[bisect_left(keys, key)]
+
+    def _reference_price(self, ev: ReferencePrice) -> list[Trade]:
+        old = self._ref
+        new = ev.price
+        self._ref = new
+        trades: list[Trade] = []
+        if new >= old:
+            return trades
+        for interval in sorted(self._books):
+            book = self._books[interval]
+            sides = book.sides
+            if not sides[2]:
+                continue
+            # Buys with new <= price < old were blocked and are not any more; best first.
+            unblocked = [o for o in self._resting(interval, True) if new <= o[_PRICE] < old]
+            for o in unblocked:
+                if o[_STATUS] == _OPEN:
+                    self._retake(o, book, ev.ts, trades)
+        return trades
+
+    def _retake(self, o: list[Any], book: _Book, ts: int, trades: list[Trade]) -> None:
+        """Let a resting order ``o`` take from the opposite side, then fix its own level."""
+        before = o[_REM]
+        self._take(o, book.sides, ts, trades)
+        if o[_REM] == before:
+            return
+        if o[_STATUS] != _OPEN:
+            self._remove(o)
+        elif self._vt:
+            self._rebuild_level(o)
+
+    def _remove(self, o: list[Any]) -> None:
+        """Take a filled order out of its level at once (a void may bring it back)."""
+        book = self._books[o[_INTERVAL]]
+        own = 0 if o[_BUY] else 2
+        key = -o[_PRICE] if o[_BUY] else o[_PRICE]
+        levels = book.sides[own + 1]
+        level = levels.get(key)
+        if level is None:
+            return
+        if self._vt:
+            level[:] = [entry for entry in level if entry[2] is not o]
+            heapify(level)
+        else:
+            kept = [x for x in level if x is not o]
+            level.clear()
+            level.extend(kept)
+        self._drop_dead_front(o)
+
+    def _rebuild_level(self, o: list[Any]) -> None:
+        """Re-key a value-time level after the remaining of an order in it changed."""
+        book = self._books[o[_INTERVAL]]
+        own = 0 if o[_BUY] else 2
+        key = -o[_PRICE] if o[_BUY] else o[_PRICE]
+        level = book.sides[own + 1].get(key)
+        if level is None:
+            return
+        live = [(-x[_REM], x[_SEQ], x) for _, _, x in level if x[_STATUS] == _OPEN]
+        heapify(live)
+        level[:] = live
+
+    def _close(self, ev: CloseInterval) -> None:
+        self._closed.add(ev.interval)
+        book = self._books.pop(ev.interval, None)
+        if book is None:
+            return
+        for levels in (book.sides[1], book.sides[3]):
+            for level in levels.values():
+                for item in level:
+                    o = item[2] if self._vt else item
+                    if o[_STATUS] == _OPEN:
+                        o[_STATUS] = _EXPIRED
+
+    def _void(self, ev: Void) -> list[Trade]:
+        t = self._trades[ev.trade]
+        self._voided.add(ev.trade)
+        buy = self._orders[t.buy]
+        sell = self._orders[t.sell]
+        for o, other in ((buy, sell), (sell, buy)):
+            o[_REM] += t.wh
+            if o[_EXCL] is None:
+                o[_EXCL] = set()
+            o[_EXCL].add(other[_ID])
+            status = o[_STATUS]
+            if status == _FILLED:
+                if o[_INTERVAL] in self._closed:
+                    o[_STATUS] = _EXPIRED
+                else:
+                    o[_STATUS] = _OPEN
+                    self._reinsert(o)
+            elif status == _OPEN and self._vt:
+                self._rebuild_level(o)
+        trades: list[Trade] = []
+        for o in sorted((buy, sell), key=lambda x: x[_SEQ]):
+            if o[_STATUS] == _OPEN:
+                self._retake(o, self._books[o[_INTERVAL]], ev.ts, trades)
+        return trades
+
+    def _reinsert(self, o: list[Any]) -> None:
+        """Put a previously filled order back at its original (time) position."""
+        book = self._books.get(o[_INTERVAL])
+        if book is None:
+            book = self._books[o[_INTERVAL]] = _Book()
+        own = 0 if o[_BUY] else 2
+        key = -o[_PRICE] if o[_BUY] else o[_PRICE]
+        levels = book.sides[own + 1]
+        level = levels.get(key)
+        if level is None:
+            level = levels[key] = [] if self._vt else deque()
+            insort(book.sides[own], key)
+        if self._vt:
+            heappush(level, (-o[_REM], o[_SEQ], o))
+        else:
+            level.insert(bisect_left(level, o[_SEQ], key=lambda x: x[_SEQ]), o)
+
+    def _offer(self, ev: Offer) -> None:
+        self._offers[ev.id] = [
+            ev.id,
+            ev.owner,
+            ev.w,
+            ev.start,
+            ev.end,
+            tuple(tuple(t) for t in ev.tiers),
+            ev.ts,
+            True,
+            {},
+        ]
+
+    def _reserve(self, ev: Reserve) -> None:
+        best: tuple[int, int, list[Any], Any] | None = None
+        for n, offer in enumerate(self._offers.values()):
+            if not offer[_OFFER_ACTIVE] or offer[_OFFER_OWNER] == ev.owner:
+                continue
+            if offer[_OFFER_W] < ev.w:
+                continue
+            cover = cheapest_cover(list(offer[_OFFER_TIERS]), ev.slots)
+            if cover.cost > ev.slots * ev.price:
+                continue
+            start, stop = ev.start, ev.start + cover.units
+            if start < offer[_OFFER_START] or stop > offer[_OFFER_END]:
+                continue
+            used = offer[_OFFER_USED]
+            if any(used.get(slot, 0) + ev.w > offer[_OFFER_W] for slot in range(start, stop)):
+                continue
+            if best is None or cover.cost < best[0]:
+                best = (cover.cost, n, offer, cover)
+        if best is None:
+            self._requests[ev.id] = None
+            return
+        _, _, offer, cover = best
+        used = offer[_OFFER_USED]
+        for slot in range(ev.start, ev.start + cover.units):
+            used[slot] = used.get(slot, 0) + ev.w
+        self._rseq += 1
+        reservation = Reservation(
+            id=f"r{self._rseq}",
+            request=ev.id,
+            offer=offer[_OFFER_ID],
+            buyer=ev.owner,
+            seller=offer[_OFFER_OWNER],
+            w=ev.w,
+            start=ev.start,
+            units=cover.units,
+            cost=cover.cost,
+            blocks=cover.blocks,
+            ts=ev.ts,
+        )
+        self._requests[ev.id] = reservation
+        self._reservations.append(reservation)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> bytes:
+        """The engine's whole state as canonical JSON bytes (see docs/market.md).
+
+        Equal states give equal bytes, whatever the internal layout of the book.
+        """
+        orders = [
+            [
+                o[_ID],
+                o[_OWNER],
+                "buy" if o[_BUY] else "sell",
+                o[_WH],
+                o[_PRICE],
+                o[_TS],
+                o[_INTERVAL],
+                o[_SEQ],
+                o[_REM],
+                _STATUS_NAMES[o[_STATUS]],
+                sorted(o[_EXCL]) if o[_EXCL] else [],
+            ]
+            for o in self._orders.values()
+        ]
+        offers = [
+            [
+                f[_OFFER_ID],
+                f[_OFFER_OWNER],
+                f[_OFFER_W],
+                f[_OFFER_START],
+                f[_OFFER_END],
+                [list(t) for t in f[_OFFER_TIERS]],
+                f[_OFFER_TS],
+                f[_OFFER_ACTIVE],
+                sorted([slot, w] for slot, w in f[_OFFER_USED].items()),
+            ]
+            for f in self._offers.values()
+        ]
+        state = {
+            "format": SNAPSHOT_FORMAT,
+            "version": SNAPSHOT_VERSION,
+            "params": {"policy": self._params.policy, "max_matches": self._params.max_matches},
+            "reference_price": self._ref,
+            "order_seq": self._seq,
+            "trade_seq": self._tseq,
+            "reservation_seq": self._rseq,
+            "closed": sorted(self._closed),
+            "orders": orders,
+            "trades": [t.__dict__ for t in self._trades.values()],
+            "voided": sorted(self._voided, key=lambda tid: int(tid[1:])),
+            "offers": offers,
+            "requests": [[rid, None if r is None else r.id] for rid, r in self._requests.items()],
+            "reservations": [r.to_dict() for r in self._reservations],
+        }
+        return _canonical(state).encode()
+
+    @classmethod
+    def restore(cls, snapshot: bytes) -> Engine:
+        """Rebuild an engine from :meth:`snapshot` bytes (its parameters included).
+
+        Raises :class:`~edge.market.errors.MarketError` (a ``ValueError``) if the bytes are not a
+        snapshot this version understands.
+        """
+        try:
+            state = json.loads(snapshot)
+            if state.get("format") != SNAPSHOT_FORMAT:
+                raise ValueError("not a market snapshot")
+            if state.get("version") != SNAPSHOT_VERSION:
+                raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
+            return cls._from_state(state)
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            raise InvalidEvent(f"bad snapshot: {err}") from None
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any]) -> Engine:
+        params = state["params"]
+        engine = cls(
+            params=MarketParams(policy=params["policy"], max_matches=params["max_matches"])
+        )
+        engine._ref = state["reference_price"]
+        engine._seq = state["order_seq"]
+        engine._tseq = state["trade_seq"]
+        engine._rseq = state["reservation_seq"]
+        engine._closed = set(state["closed"])
+        for row in state["orders"]:
+            oid, owner, side, wh, price, ts, interval, seq, rem, status, excl = row
+            o = [
+                oid,
+                owner,
+                side == "buy",
+                price,
+                rem,
+                seq,
+                interval,
+                wh,
+                ts,
+                _STATUS_CODES[status],
+                set(excl) if excl else None,
+            ]
+            engine._orders[oid] = o
+            if interval not in engine._closed and interval not in engine._books:
+                engine._books[interval] = _Book()
+            if o[_STATUS] == _OPEN:
+                sides = engine._books[interval].sides
+                own = 0 if o[_BUY] else 2
+                key = -price if o[_BUY] else price
+                level = sides[own + 1].get(key)
+                if level is None:
+                    level = sides[own + 1][key] = [] if engine._vt else deque()
+                    insort(sides[own], key)
+                if engine._vt:
+                    heappush(level, (-rem, seq, o))
+                else:
+                    level.append(o)
+        for obj in state["trades"]:
+            trade = Trade.from_dict(obj)
+            engine._trades[trade.id] = trade
+        engine._voided = set(state["voided"])
+        for row in state["offers"]:
+            oid, owner, w, start, end, tiers, ts, active, used = row
+            engine._offers[oid] = [
+                oid,
+                owner,
+                w,
+                start,
+                end,
+                tuple(tuple(t) for t in tiers),
+                ts,
+                active,
+                {slot: amount for slot, amount in used},
+            ]
+        by_id = {}
+        for obj in state["reservations"]:
+            r = Reservation(
+                id=obj["id"],
+                request=obj["request"],
+                offer=obj["offer"],
+                buyer=obj["buyer"],
+                seller=obj["seller"],
+                w=obj["w"],
+                start=obj["start"],
+                units=obj["units"],
+                cost=obj["cost"],
+                blocks=tuple(obj["blocks"]),
+                ts=obj["ts"],
+            )
+            engine._reservations.append(r)
+            by_id[r.id] = r
+        for rid, res_id in state["requests"]:
+            engine._requests[rid] = None if res_id is None else by_id[res_id]
+        return engine
+
+
+# Fields of an internal offer record.
+(
+    _OFFER_ID,
+    _OFFER_OWNER,
+    _OFFER_W,
+    _OFFER_START,
+    _OFFER_END,
+    _OFFER_TIERS,
+    _OFFER_TS,
+    _OFFER_ACTIVE,
+    _OFFER_USED,
+) = range(9)
+
+
+def _state(o: list[Any]) -> OrderState:
+    return OrderState(
+        id=o[_ID],
+        owner=o[_OWNER],
+        side="buy" if o[_BUY] else "sell",
+        wh=o[_WH],
+        price=o[_PRICE],
+        ts=o[_TS],
+        interval=o[_INTERVAL],
+        seq=o[_SEQ],
+        remaining=o[_REM],
+        status=_STATUS_NAMES[o[_STATUS]],
+    )
+
+
+def replay(events: Iterable[Event], params: MarketParams | None = None) -> list[Trade]:
+    """Submit ``events`` in order to a fresh engine; return every trade, in execution order.
+
+    Voided trades stay in the list (a void is an event after them); a malformed event raises
+    :class:`InvalidEvent`.
+    """
+    engine = Engine(params=params)
+    submit = engine.submit
+    trades: list[Trade] = []
+    for event in events:
+        trades.extend(submit(event))
+    return trades
+
+
+def iter_log(lines: Iterable[str | bytes]) -> Iterator[tuple[int, Event]]:
+    """Parse an order log: yield ``(line number, event)``, skipping blank lines.
+
+    Raises :class:`LogError` at the first malformed line.
+    """
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        yield line_no, parse_line(line, line_no)
+
+
+def replay_log(
+    lines: Iterable[str | bytes],
+    params: MarketParams | None = None,
+    *,
+    engine: Engine | None = None,
+) -> Iterator[tuple[Event, list[Trade]]]:
+    """Replay a JSON-lines order log: yield each event with the trades it caused.
+
+    A line that is malformed, or names an event the engine refuses, raises :class:`LogError`
+    with its line number. Pass ``engine`` to continue from a restored snapshot.
+    """
+    if engine is None:
+        engine = Engine(params=params)
+    for line_no, event in iter_log(lines):
+        try:
+            trades = engine.submit(event)
+        except InvalidEvent as err:
+            raise LogError(err.reason, line=line_no, field=err.field) from None
+        yield event, trades

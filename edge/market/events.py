@@ -1,0 +1,310 @@
+"""The events of an order log, their validation, and their canonical JSON encoding.
+
+A log is a sequence of JSON objects, one per line, each with an ``op``:
+
+======================  ============================================================================
+``order``               ``{"op":"order","id":str,"owner":str,"side":"buy"|"sell","wh":int>0,
+                        "price":int>0,"ts":int,"interval":int}`` (``interval`` defaults to 0)
+``cancel``              ``{"op":"cancel","id":str,"ts":int}``: an order or an offer
+``reference_price``     ``{"op":"reference_price","price":int>=0,"ts":int}``
+``close``               ``{"op":"close","interval":int,"ts":int}``: the delivery interval ends
+``void``                ``{"op":"void","trade":str,"ts":int}``: the seller's meter did not lock
+``offer``               ``{"op":"offer","id":str,"owner":str,"w":int>0,"start":int,"end":int,
+                        "tiers":[[m,p],...],"ts":int}``: discharge capacity for reservation
+``reserve``             ``{"op":"reserve","id":str,"owner":str,"w":int>0,"start":int,
+                        "slots":int>0,"price":int>0,"ts":int}``: reserve capacity, or nothing
+======================  ============================================================================
+
+Integers are JSON integers (``1.0``, ``true`` and ``"1"`` are refused); ``ts``, ``interval``,
+``start`` and ``end`` are non-negative. Fields not listed are refused, so a misspelt field is an
+error rather than a silently ignored one. ``ts`` is carried into trades but never interpreted:
+priority is the position in the log. See docs/market.md for the rules.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+from edge.market.errors import InvalidEvent, LogError
+from edge.market.tiers import check_tiers
+
+__all__ = [
+    "Cancel",
+    "CloseInterval",
+    "Event",
+    "Offer",
+    "Order",
+    "ReferencePrice",
+    "Reserve",
+    "Void",
+    "encode_event",
+    "event_to_dict",
+    "parse_event",
+    "parse_line",
+    "validate_event",
+]
+
+_new = object.__new__
+_setattr = object.__setattr__
+
+
+@dataclass(frozen=True, init=False)
+class Order:
+    """A limit order for ``wh`` watt-hours at ``price`` ticks per kWh, for delivery ``interval``.
+
+    The constructor is hand-written (the dataclass is ``init=False``) because orders are built on
+    the hot path: it stores the fields without the per-field cost of a generated frozen
+    ``__init__``. It does not validate; :meth:`edge.market.Engine.submit` does.
+    """
+
+    id: str
+    owner: str
+    side: str
+    wh: int
+    price: int
+    ts: int
+    interval: int = 0
+
+    def __init__(
+        self, id: str, owner: str, side: str, wh: int, price: int, ts: int, interval: int = 0
+    ) -> None:
+        _setattr(
+            self,
+            "__dict__",
+            {
+                "id": id,
+                "owner": owner,
+                "side": side,
+                "wh": wh,
+                "price": price,
+                "ts": ts,
+                "interval": interval,
+            },
+        )
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Withdraw the unfilled rest of an order (or an offer). Cancelling a filled, cancelled or
+    expired order changes nothing; cancelling an id never seen is an error."""
+
+    id: str
+    ts: int
+
+
+@dataclass(frozen=True)
+class ReferencePrice:
+    """Set the dynamic reference price: a buy whose limit is below it does not match.
+
+    When a lower reference price unblocks resting buys, each unblocked buy, best first, trades
+    with the resting sells it crosses, at the price of whichever order came first.
+    """
+
+    price: int
+    ts: int
+
+
+@dataclass(frozen=True)
+class CloseInterval:
+    """The delivery interval ends: its resting orders expire and it takes no more orders."""
+
+    interval: int
+    ts: int
+
+
+@dataclass(frozen=True)
+class Void:
+    """Undo a trade whose seller's meter did not acknowledge the lock (DESIGN.md principle 4).
+
+    Both orders get the voided quantity back with their original priority; an order that had
+    been filled re-enters the book at its original position, unless its interval has closed (it
+    stays expired) or it was cancelled (it stays cancelled). The two orders never match each other
+    again. Restored orders that now cross the book trade as a reference-price unblock does.
+    """
+
+    trade: str
+    ts: int
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A seller offers ``w`` watts of discharge capacity in slots ``start`` to ``end - 1``.
+
+    ``tiers`` is the tiered duration offering ``((m_1, p_1), ..., (m_N, p_N))`` of seed 002: tier
+    ``i`` sells ``m_1*...*m_i`` consecutive slots for ``p_i`` ticks. Slots are delivery intervals.
+    """
+
+    id: str
+    owner: str
+    w: int
+    start: int
+    end: int
+    tiers: tuple[tuple[int, int], ...]
+    ts: int
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """A buyer asks for ``w`` watts of capacity for ``slots`` slots from slot ``start``, paying at
+    most ``slots * price`` ticks. Matched at once against the cheapest fitting offer, or dropped
+    (seed 002: buy requests never rest)."""
+
+    id: str
+    owner: str
+    w: int
+    start: int
+    slots: int
+    price: int
+    ts: int
+
+
+Event = Order | Cancel | ReferencePrice | CloseInterval | Void | Offer | Reserve
+
+# op -> (class, required fields, optional fields with defaults)
+_SCHEMA: Final[dict[str, tuple[type[Any], tuple[str, ...], dict[str, Any]]]] = {
+    "order": (Order, ("id", "owner", "side", "wh", "price", "ts"), {"interval": 0}),
+    "cancel": (Cancel, ("id", "ts"), {}),
+    "reference_price": (ReferencePrice, ("price", "ts"), {}),
+    "close": (CloseInterval, ("interval", "ts"), {}),
+    "void": (Void, ("trade", "ts"), {}),
+    "offer": (Offer, ("id", "owner", "w", "start", "end", "tiers", "ts"), {}),
+    "reserve": (Reserve, ("id", "owner", "w", "start", "slots", "price", "ts"), {}),
+}
+_OP_OF: Final[dict[type[Any], str]] = {cls: op for op, (cls, _, _) in _SCHEMA.items()}
+
+_POSITIVE = frozenset({"wh", "w", "slots"})
+_NON_NEGATIVE = frozenset({"ts", "interval", "start", "end"})
+_STRINGS = frozenset({"id", "owner", "trade"})
+MAX_ID_LEN: Final = 200
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int
+
+
+def _check_field(name: str, value: object) -> None:
+    """Raise :class:`InvalidEvent` unless ``value`` is valid for a field called ``name``."""
+    if name in _STRINGS:
+        if type(value) is not str or not value:
+            raise InvalidEvent("must be a non-empty string", field=name)
+        if len(value) > MAX_ID_LEN:
+            raise InvalidEvent(f"must be at most {MAX_ID_LEN} characters", field=name)
+    elif name == "side":
+        if value != "buy" and value != "sell":
+            raise InvalidEvent("must be 'buy' or 'sell'", field=name)
+    elif name in _POSITIVE:
+        if not _is_int(value) or value <= 0:  # type: ignore[operator]
+            raise InvalidEvent("must be a positive integer", field=name)
+    elif name in _NON_NEGATIVE:
+        if not _is_int(value) or value < 0:  # type: ignore[operator]
+            raise InvalidEvent("must be a non-negative integer", field=name)
+    elif name == "tiers":
+        _check_tiers_shape(value)
+
+
+def _check_tiers_shape(value: object) -> None:
+    if not isinstance(value, list | tuple) or not value:
+        raise InvalidEvent("must be a non-empty list of [multiplier, price] pairs", field="tiers")
+    for pair in value:
+        if (
+            not isinstance(pair, list | tuple)
+            or len(pair) != 2
+            or not all(_is_int(x) and x > 0 for x in pair)
+        ):
+            raise InvalidEvent("each tier must be a pair of positive integers", field="tiers")
+
+
+def validate_event(event: Event) -> None:
+    """Check an event's fields on their own (not against the engine's state).
+
+    Raises :class:`InvalidEvent` naming the first offending field.
+    """
+    if type(event) is Order:
+        _check_field("id", event.id)
+        _check_field("owner", event.owner)
+        _check_field("side", event.side)
+        _check_field("wh", event.wh)
+        if not _is_int(event.price) or event.price <= 0:
+            raise InvalidEvent("must be a positive integer", field="price")
+        _check_field("ts", event.ts)
+        _check_field("interval", event.interval)
+        return
+    op = _OP_OF.get(type(event))
+    if op is None:
+        raise InvalidEvent(f"not a market event: {type(event).__name__}")
+    _, required, _ = _SCHEMA[op]
+    for name in required:
+        value = getattr(event, name)
+        if name == "price":
+            low_ok = value >= 0 if op == "reference_price" else value > 0
+            if not _is_int(value) or not low_ok:
+                kind = "non-negative" if op == "reference_price" else "positive"
+                raise InvalidEvent(f"must be a {kind} integer", field="price")
+        else:
+            _check_field(name, value)
+    if isinstance(event, Offer):
+        try:
+            check_tiers(list(event.tiers))
+        except ValueError as err:
+            raise InvalidEvent(str(err), field="tiers") from None
+        if event.end <= event.start:
+            raise InvalidEvent("must be greater than 'start'", field="end")
+
+
+def parse_event(obj: object, line_no: int = 0) -> Event:
+    """Turn one decoded log line into an event, or raise :class:`LogError` naming the field."""
+    if not isinstance(obj, dict):
+        raise LogError("must be a JSON object", line=line_no)
+    op = obj.get("op")
+    if op is None:
+        raise LogError("is missing", line=line_no, field="op")
+    if type(op) is not str or op not in _SCHEMA:
+        raise LogError(f"unknown op {op!r}", line=line_no, field="op")
+    cls, required, optional = _SCHEMA[op]
+    for name in obj:
+        if name != "op" and name not in required and name not in optional:
+            raise LogError("is not a field of this op", line=line_no, field=name)
+    values: dict[str, Any] = {}
+    for name in required:
+        if name not in obj:
+            raise LogError("is missing", line=line_no, field=name)
+        values[name] = obj[name]
+    for name, default in optional.items():
+        values[name] = obj.get(name, default)
+    if op == "offer" and isinstance(values["tiers"], list):
+        tiers = values["tiers"]
+        if all(isinstance(pair, list) for pair in tiers):
+            values["tiers"] = tuple(tuple(pair) for pair in tiers)
+    event: Event = cls(**values)
+    try:
+        validate_event(event)
+    except InvalidEvent as err:
+        raise LogError(err.reason, line=line_no, field=err.field) from None
+    return event
+
+
+def parse_line(line: str | bytes, line_no: int = 0) -> Event:
+    """Decode one JSON log line and parse it (see :func:`parse_event`)."""
+    try:
+        obj = json.loads(line)
+    except ValueError as err:
+        raise LogError(f"not valid JSON ({err})", line=line_no) from None
+    return parse_event(obj, line_no)
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """The event as the JSON object of its log line (``op`` first, then its fields)."""
+    op = _OP_OF[type(event)]
+    _, required, optional = _SCHEMA[op]
+    out: dict[str, Any] = {"op": op}
+    for name in (*required, *optional):
+        value = getattr(event, name)
+        out[name] = [list(pair) for pair in value] if name == "tiers" else value
+    return out
+
+
+def encode_event(event: Event) -> str:
+    """The event's canonical log line: sorted keys, no spaces, no trailing newline."""
+    return json.dumps(event_to_dict(event), sort_keys=True, separators=(",", ":"))
