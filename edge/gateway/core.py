@@ -1,0 +1,812 @@
+"""The gateway's decision logic as a pure state machine: events in, effects out.
+
+:class:`GatewayCore` takes the gateway's inputs (meter telemetry and acks as received from MQTT,
+orders and cancels from the API, finished range proofs, timer ticks) with the current time as a
+parameter, and returns the effects the shell must perform, in order:
+
+- :class:`Append`: order-log records; the shell appends and fsyncs them before it performs any
+  later effect of the same call, and before it acknowledges the request that caused them.
+- :class:`Prove`: make a commitment to a seller's SoC and the at-least range proof.
+- :class:`Publish`: an MQTT command to a meter (QoS 1, never retained).
+- :class:`Settle`: one ledger transaction with a trade's settlement records.
+- :class:`Deliver`: one ledger transaction with a lock's delivery outcome.
+- :class:`Seal`: close a settlement batch now.
+- :class:`Note`: a structured log line.
+
+No clock, randomness or I/O: the shell (edge.gateway.service) supplies time and performs effects;
+tests drive the core directly. Matching runs on each event, never on a poll.
+
+Rules (docs/gateway.md):
+
+- Telemetry is accepted only if the meter is registered, the payload parses and its MAC verifies
+  under the meter's key, its sequence number is above the last accepted one, its time is within
+  ``[now - max_age_s, now + max_future_s]``, SoC is in 0..10000, |power| <= ``max_power_w`` and
+  the energy counters do not go backwards. Anything else is refused and counted by reason.
+- Community SoC is the capacity-weighted mean SoC of meters whose last verified telemetry is
+  younger than ``stale_after_s``, floored to ``soc_step_bp``; the reference price is
+  ``base_price * (10**8 + scarcity_bp * (10000 - soc)) // 10**8`` ticks/kWh (``base_price`` at
+  full charge, ``base_price * (1 + scarcity_bp / 10000)`` when empty). A change is an order-log
+  event (edge.market ReferencePrice).
+- A trade is locked only if the seller's meter has fresh telemetry and
+  ``SoC - reserved >= reserve_bp + ceil(wh * 10000 / capacity_wh)``, ``reserved`` being
+  ``ceil(locked Wh * 10000 / capacity_wh)`` over the meter's undecided locks. Otherwise the
+  trade is voided and the rest of the sell order cancelled (both logged).
+- The lock command goes out after the proof (``prove_before_lock``, the default) or right after
+  the check above, the proof then being awaited before settlement. The lock's ack settles the
+  trade; a refusal, or no ack by ``timeout_ms`` after the command, voids it.
+- At the end of a lock's interval, the seller's export since settlement decides it: the first
+  verified telemetry stamped at or after the end (or, failing that, the last one once
+  ``max_age_s`` has passed) gives the exported Wh, shared among the meter's locks of that
+  interval in settlement order. Each lock is ``delivered`` if it got its Wh, else ``defaulted``
+  with what it got; the lock is then released.
+- At each interval start, standing policies place orders for the new interval.
+- On restart (:meth:`GatewayCore.restore`) every trade of the replayed log that the ledger has not
+  settled is voided (reason ``restart``), and a release is sent to its meter.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from edge.batch import DeliveryRecord, TradeRecord, proof_context
+from edge.errors import GatewayError
+from edge.gateway.config import GatewayConfig, Home, Meter
+from edge.market import (
+    Cancel,
+    CloseInterval,
+    Engine,
+    Event,
+    InvalidEvent,
+    Order,
+    ReferencePrice,
+    Trade,
+    Void,
+    event_to_dict,
+    parse_event,
+    settle,
+)
+
+__all__ = [
+    "Ack",
+    "Append",
+    "Deliver",
+    "GatewayCore",
+    "MeterCodec",
+    "Note",
+    "OrderRejected",
+    "Prove",
+    "Publish",
+    "Seal",
+    "Settle",
+    "Telemetry",
+    "WireRefused",
+    "reference_price",
+]
+
+
+# ---------------------------------------------------------------------- wire seam
+
+
+@dataclass(frozen=True, kw_only=True)
+class Telemetry:
+    """One verified telemetry message: SoC in bp, counters in Wh, power in W, ``ts`` in ms."""
+
+    meter: str
+    seq: int
+    ts: int
+    soc_bp: int
+    import_wh: int
+    export_wh: int
+    power_w: int
+    locked_wh: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ack:
+    """A meter's verified answer to a command: ``ok`` or refused with ``reason``."""
+
+    meter: str
+    seq: int
+    trade: str
+    ok: bool
+    reason: str = ""
+
+
+class WireRefused(GatewayError):
+    """A meter message failed to parse or verify; ``reason`` is the refusal counter's name."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class MeterCodec(Protocol):
+    """The wire format (edge.wire) as the core uses it; see edge.gateway.meterwire."""
+
+    def telemetry(self, meter: Meter, payload: bytes) -> Telemetry: ...
+
+    def ack(self, meter: Meter, payload: bytes) -> Ack: ...
+
+    def lock(
+        self, meter: Meter, *, seq: int, trade: str, wh: int, interval: int, expiry: int
+    ) -> bytes: ...
+
+    def release(self, meter: Meter, *, seq: int, trade: str, expiry: int) -> bytes: ...
+
+
+# ---------------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True)
+class Append:
+    records: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Prove:
+    trade: str
+    soc_bp: int
+    threshold_bp: int
+    reserved_bp: int
+    context: bytes
+
+
+@dataclass(frozen=True)
+class Publish:
+    topic: str
+    payload: bytes
+    trade: str = ""
+    kind: str = ""
+
+
+@dataclass(frozen=True)
+class Settle:
+    record: TradeRecord
+    meter: str
+    export_start_wh: int
+
+
+@dataclass(frozen=True)
+class Deliver:
+    record: DeliveryRecord
+
+
+@dataclass(frozen=True)
+class Seal:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Note:
+    event: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+Effect = Append | Prove | Publish | Settle | Deliver | Seal | Note
+
+
+class OrderRejected(GatewayError, ValueError):
+    """An API order or cancel is refused before anything is logged; ``status`` is the HTTP one."""
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+# ---------------------------------------------------------------------- state
+
+
+@dataclass
+class _Pending:
+    trade: Trade
+    meter: Meter
+    soc_bp: int
+    threshold_bp: int
+    reserved_bp: int
+    commitment: bytes | None = None
+    proof: bytes | None = None
+    deadline: int | None = None  # set when the lock command is sent
+    acked: bool = False
+
+
+@dataclass
+class _Lock:
+    trade: str
+    meter: str
+    seller: str
+    wh: int
+    interval: int
+    export_start_wh: int
+
+
+def reference_price(*, base_price: int, scarcity_bp: int, soc_bp: int) -> int:
+    """``base_price * (10**8 + scarcity_bp * (10000 - soc_bp)) // 10**8`` (ticks/kWh)."""
+    return base_price * (100_000_000 + scarcity_bp * (10_000 - soc_bp)) // 100_000_000
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class GatewayCore:
+    """The gateway's state machine. Build it with :meth:`restore` (also for a fresh start)."""
+
+    def __init__(self, *, config: GatewayConfig, codec: MeterCodec, now: int) -> None:
+        self.config = config
+        self.codec = codec
+        self.engine = Engine(params=config.market_params)
+        self.interval_ms = config.market.interval_s * 1000
+        self.prefix = config.mqtt.topic_prefix
+        self.meters: dict[str, Meter] = {m.id: m for m in config.meters}
+        self.home_meter: dict[str, Meter] = {}
+        for m in config.meters:
+            self.home_meter.setdefault(m.owner, m)
+        self.homes: dict[str, Home] = {h.id: h for h in config.homes}
+        self.log_seq = 0
+        self.telemetry: dict[str, Telemetry] = {}
+        self.refusals: Counter[str] = Counter()
+        self.pending: dict[str, _Pending] = {}
+        self.locks: dict[str, _Lock] = {}
+        self.home_orders: dict[str, list[str]] = {}
+        self.voids: Counter[str] = Counter()
+        self.interval = now // self.interval_ms
+        self.settled_since_batch = 0
+        self.last_batch_at = now
+        self.batched_log_seq = 0
+        self._cmd_seq: dict[str, int] = {}
+        self._soc_cap = 0  # sum of soc_bp * capacity over fresh meters
+        self._cap = 0
+        self._counted: dict[str, tuple[int, int]] = {}  # meter -> (soc*cap, cap) in the sums
+
+    # ------------------------------------------------------------------ restore
+
+    @classmethod
+    def restore(
+        cls,
+        *,
+        config: GatewayConfig,
+        codec: MeterCodec,
+        log: Sequence[Mapping[str, Any]],
+        settled: set[str],
+        locks: Iterable[Any],
+        batched_log_seq: int,
+        unbatched: int,
+        now: int,
+    ) -> tuple[GatewayCore, list[Effect]]:
+        """Rebuild the state from the order log and the ledger; return it with the effects of
+        the restart rule (void every unsettled, unvoided trade; release its meter)."""
+        core = cls(config=config, codec=codec, now=now)
+        core.batched_log_seq = batched_log_seq
+        for n, record in enumerate(log, start=1):
+            body = {k: v for k, v in record.items() if k != "seq"}
+            try:
+                event = parse_event(body, n)
+                core.engine.submit(event)
+            except InvalidEvent as err:
+                raise GatewayError(f"order log line {n} does not replay: {err}") from err
+            if isinstance(event, Order):
+                core.home_orders.setdefault(event.owner, []).append(event.id)
+        core.log_seq = len(log)
+        for lock in locks:
+            core.locks[lock.trade] = _Lock(
+                trade=lock.trade,
+                meter=lock.meter,
+                seller=lock.seller,
+                wh=lock.wh,
+                interval=lock.interval,
+                export_start_wh=lock.export_start_wh,
+            )
+        out: list[Effect] = []
+        for trade in core.engine.trades():
+            if trade.id in settled or core.engine.is_voided(trade.id):
+                continue
+            meter = core.home_meter.get(trade.seller)
+            if meter is not None:
+                out.append(core._release(meter, trade.id, now))
+            core._void(trade.id, "restart", now, out)
+        core.settled_since_batch = unbatched
+        return core, out
+
+    # ------------------------------------------------------------------ helpers
+
+    def current_interval(self, now: int) -> int:
+        return now // self.interval_ms
+
+    def _log(self, event: Event, out: list[Effect]) -> list[Trade]:
+        """Check, log and submit one market event; return its trades (not yet handled)."""
+        self.engine.check(event)
+        self.log_seq += 1
+        out.append(Append(({"seq": self.log_seq, **event_to_dict(event)},)))
+        return self.engine.submit(event)
+
+    def _cmd(self, meter: str, now: int) -> int:
+        seq = max(self._cmd_seq.get(meter, 0) + 1, now)
+        self._cmd_seq[meter] = seq
+        return seq
+
+    def _topic(self, meter: str, leaf: str) -> str:
+        return f"{self.prefix}/{meter}/{leaf}"
+
+    def _release(self, meter: Meter, trade: str, now: int) -> Publish:
+        payload = self.codec.release(
+            meter,
+            seq=self._cmd(meter.id, now),
+            trade=trade,
+            expiry=now + self.config.locks.timeout_ms,
+        )
+        return Publish(self._topic(meter.id, "cmd"), payload, trade, "release")
+
+    def _reserved_wh(self, meter: str) -> int:
+        held = sum(p.trade.wh for p in self.pending.values() if p.meter.id == meter)
+        return held + sum(lk.wh for lk in self.locks.values() if lk.meter == meter)
+
+    def _fresh(self, tel: Telemetry | None, now: int) -> bool:
+        return tel is not None and now - tel.ts <= self.config.telemetry.stale_after_s * 1000
+
+    # ------------------------------------------------------------------ orders
+
+    def place(
+        self,
+        *,
+        home: str,
+        side: str,
+        wh: int,
+        price: int,
+        interval: int | None,
+        now: int,
+    ) -> tuple[str, list[Effect]]:
+        """Place a limit order for ``home``; return its id and the effects.
+
+        Raises :class:`OrderRejected` (nothing logged) for a bad side, a non-positive or
+        non-integer ``wh``/``price``, a past or closed interval, or a sell from a home without
+        a registered meter.
+        """
+        if side not in ("buy", "sell"):
+            raise OrderRejected("side must be 'buy' or 'sell'")
+        for name, value in (("wh", wh), ("price", price)):
+            if type(value) is not int or value <= 0:
+                raise OrderRejected(f"{name} must be a positive integer")
+        current = self.current_interval(now)
+        if interval is None:
+            interval = current
+        if type(interval) is not int or interval < current:
+            raise OrderRejected(f"interval must be an integer >= the current one ({current})")
+        if side == "sell" and home not in self.home_meter:
+            raise OrderRejected("a home without a registered meter cannot sell", status=409)
+        order_id = f"o{self.log_seq + 1}"
+        out: list[Effect] = []
+        event = Order(order_id, home, side, wh, price, now, interval)
+        try:
+            trades = self._log(event, out)
+        except InvalidEvent as err:
+            raise OrderRejected(str(err)) from err
+        self.home_orders.setdefault(home, []).append(order_id)
+        self._on_trades(trades, now, out)
+        return order_id, out
+
+    def cancel(self, *, home: str, order_id: str, now: int) -> list[Effect]:
+        """Cancel the rest of one of ``home``'s open orders (404 if not theirs, 409 if done)."""
+        if order_id not in self.home_orders.get(home, ()):
+            raise OrderRejected(f"no order {order_id!r} of this home", status=404)
+        state = self.engine.order(order_id)
+        if state is None or state.status != "open":
+            raise OrderRejected(f"order {order_id!r} is not open", status=409)
+        out: list[Effect] = []
+        self._log(Cancel(order_id, now), out)
+        return out
+
+    def orders_of(self, home: str) -> list[dict[str, Any]]:
+        out = []
+        for oid in self.home_orders.get(home, ()):
+            state = self.engine.order(oid)
+            if state is not None:
+                out.append(
+                    {
+                        "id": state.id,
+                        "side": state.side,
+                        "wh": state.wh,
+                        "price": state.price,
+                        "interval": state.interval,
+                        "ts": state.ts,
+                        "remaining": state.remaining,
+                        "status": state.status,
+                    }
+                )
+        return out
+
+    def pending_of(self, home: str) -> list[dict[str, Any]]:
+        """Matched trades awaiting their lock ack (not yet in the ledger)."""
+        return [
+            {**p.trade.to_dict(), "status": "locking"}
+            for p in self.pending.values()
+            if home in (p.trade.buyer, p.trade.seller)
+        ]
+
+    # ------------------------------------------------------------------ trades and locks
+
+    def _on_trades(self, trades: list[Trade], now: int, out: list[Effect]) -> None:
+        for trade in trades:
+            meter = self.home_meter.get(trade.seller)
+            tel = self.telemetry.get(meter.id) if meter else None
+            if meter is None or tel is None or not self._fresh(tel, now):
+                self._void(trade.id, "no_telemetry", now, out, cancel=trade.sell)
+                continue
+            reserved_bp = _ceil_div(self._reserved_wh(meter.id) * 10_000, meter.capacity_wh)
+            threshold_bp = meter.reserve_bp + _ceil_div(trade.wh * 10_000, meter.capacity_wh)
+            if tel.soc_bp - reserved_bp < threshold_bp:
+                self._void(trade.id, "soc_below_reserve", now, out, cancel=trade.sell)
+                continue
+            pending = _Pending(
+                trade=trade,
+                meter=meter,
+                soc_bp=tel.soc_bp,
+                threshold_bp=threshold_bp,
+                reserved_bp=reserved_bp,
+            )
+            self.pending[trade.id] = pending
+            out.append(Note("matched", {"trade": trade.id, "wh": trade.wh, "price": trade.price}))
+            out.append(
+                Prove(
+                    trade=trade.id,
+                    soc_bp=tel.soc_bp,
+                    threshold_bp=threshold_bp,
+                    reserved_bp=reserved_bp,
+                    context=proof_context(
+                        gateway=self.config.id,
+                        trade=trade.id,
+                        seller=trade.seller,
+                        wh=trade.wh,
+                        interval=trade.interval,
+                    ),
+                )
+            )
+            if not self.config.locks.prove_before_lock:
+                self._send_lock(pending, now, out)
+
+    def _send_lock(self, p: _Pending, now: int, out: list[Effect]) -> None:
+        p.deadline = now + self.config.locks.timeout_ms
+        payload = self.codec.lock(
+            p.meter,
+            seq=self._cmd(p.meter.id, now),
+            trade=p.trade.id,
+            wh=p.trade.wh,
+            interval=p.trade.interval,
+            expiry=p.deadline,
+        )
+        out.append(Publish(self._topic(p.meter.id, "cmd"), payload, p.trade.id, "lock"))
+
+    def _void(
+        self, trade_id: str, reason: str, now: int, out: list[Effect], *, cancel: str = ""
+    ) -> None:
+        self.pending.pop(trade_id, None)
+        self.voids[reason] += 1
+        out.append(Note("voided", {"trade": trade_id, "reason": reason}))
+        trades = self._log(Void(trade_id, now), out)
+        if cancel:
+            state = self.engine.order(cancel)
+            if state is not None and state.status == "open":
+                self._log(Cancel(cancel, now), out)
+                out.append(Note("cancelled", {"order": cancel, "reason": reason}))
+        self._on_trades(trades, now, out)
+
+    def proof_ready(self, *, trade: str, commitment: bytes, proof: bytes, now: int) -> list[Effect]:
+        """A :class:`Prove` effect finished; send the lock or settle an early ack."""
+        out: list[Effect] = []
+        p = self.pending.get(trade)
+        if p is None:
+            return out  # voided meanwhile
+        p.commitment, p.proof = commitment, proof
+        if p.deadline is None:
+            self._send_lock(p, now, out)
+        elif p.acked:
+            self._settle(p, now, out)
+        return out
+
+    def proof_failed(self, *, trade: str, error: str, now: int) -> list[Effect]:
+        """A :class:`Prove` effect failed (it should not: the core checked the statement)."""
+        out: list[Effect] = []
+        p = self.pending.get(trade)
+        if p is not None:
+            if p.deadline is not None:
+                out.append(self._release(p.meter, trade, now))
+            out.append(Note("proof_failed", {"trade": trade, "error": error}))
+            self._void(trade, "proof_failed", now, out)
+        return out
+
+    def _settle(self, p: _Pending, now: int, out: list[Effect]) -> None:
+        assert p.commitment is not None and p.proof is not None
+        t = p.trade
+        s = settle(t, self.config.rates)
+        record = TradeRecord(
+            id=t.id,
+            buy=t.buy,
+            sell=t.sell,
+            buyer=t.buyer,
+            seller=t.seller,
+            wh=t.wh,
+            price=t.price,
+            interval=t.interval,
+            ts=t.ts,
+            maker=t.maker,
+            settled_ts=now,
+            value=s.value,
+            buyer_pays=s.buyer_pays,
+            seller_receives=s.seller_receives,
+            commission=s.commission,
+            grid_fee=s.grid_fee,
+            yield_accrual=s.yield_accrual,
+            tokens_burned=s.tokens_burned,
+            carbon_mg=s.carbon_mg,
+            commitment=p.commitment,
+            proof=p.proof,
+            soc_threshold_bp=p.threshold_bp,
+            soc_reserved_bp=p.reserved_bp,
+        )
+        del self.pending[t.id]
+        tel = self.telemetry.get(p.meter.id)
+        export_start = tel.export_wh if tel else 0
+        self.locks[t.id] = _Lock(
+            trade=t.id,
+            meter=p.meter.id,
+            seller=t.seller,
+            wh=t.wh,
+            interval=t.interval,
+            export_start_wh=export_start,
+        )
+        out.append(Settle(record, p.meter.id, export_start))
+        out.append(Note("settled", {"trade": t.id, "wh": t.wh, "value": s.value}))
+        self.settled_since_batch += 1
+        if self.settled_since_batch >= self.config.batch.max_trades:
+            out.append(Seal("max_trades"))
+
+    # ------------------------------------------------------------------ MQTT input
+
+    def on_message(self, *, topic: str, payload: bytes, now: int) -> list[Effect]:
+        """A message from a meter topic ``<prefix>/<meter>/state`` or ``.../ack``."""
+        out: list[Effect] = []
+        rest = topic[len(self.prefix) + 1 :] if topic.startswith(self.prefix + "/") else ""
+        meter_id, _, leaf = rest.partition("/")
+        if leaf not in ("state", "ack"):
+            return out
+        meter = self.meters.get(meter_id)
+        if meter is None:
+            return self._refuse("unknown_meter", meter_id, leaf)
+        try:
+            if leaf == "state":
+                tel = self.codec.telemetry(meter, payload)
+            else:
+                ack = self.codec.ack(meter, payload)
+        except WireRefused as err:
+            return self._refuse(err.reason, meter_id, leaf, str(err))
+        if leaf == "ack":
+            return self._on_ack(meter, ack, now)
+        return self._on_telemetry(meter, tel, now)
+
+    def _refuse(self, reason: str, meter: str, leaf: str, detail: str = "") -> list[Effect]:
+        key = reason if leaf == "state" else f"ack_{reason}"
+        self.refusals[key] += 1
+        return [Note("refused", {"reason": key, "meter": meter, "detail": detail})]
+
+    def _on_telemetry(self, meter: Meter, tel: Telemetry, now: int) -> list[Effect]:
+        cfg = self.config.telemetry
+        last = self.telemetry.get(meter.id)
+        if tel.meter != meter.id:
+            return self._refuse("wrong_meter", meter.id, "state", tel.meter)
+        if last is not None and tel.seq <= last.seq:
+            return self._refuse("replay", meter.id, "state", f"seq {tel.seq} <= {last.seq}")
+        if tel.ts > now + cfg.max_future_s * 1000:
+            return self._refuse("future", meter.id, "state", f"ts {tel.ts}")
+        if tel.ts < now - cfg.max_age_s * 1000:
+            return self._refuse("stale", meter.id, "state", f"ts {tel.ts}")
+        if (
+            not 0 <= tel.soc_bp <= 10_000
+            or abs(tel.power_w) > cfg.max_power_w
+            or tel.locked_wh < 0
+            or tel.import_wh < 0
+            or tel.export_wh < 0
+            or (
+                last is not None
+                and (tel.import_wh < last.import_wh or tel.export_wh < last.export_wh)
+            )
+        ):
+            return self._refuse("implausible", meter.id, "state")
+        self.telemetry[meter.id] = tel
+        old = self._counted.pop(meter.id, (0, 0))
+        new = (tel.soc_bp * meter.capacity_wh, meter.capacity_wh)
+        self._counted[meter.id] = new
+        self._soc_cap += new[0] - old[0]
+        self._cap += new[1] - old[1]
+        out: list[Effect] = []
+        self._deliveries(now, out, meter=meter.id, tel=tel)
+        self._update_reference(now, out)
+        return out
+
+    def _on_ack(self, meter: Meter, ack: Ack, now: int) -> list[Effect]:
+        out: list[Effect] = []
+        if ack.meter != meter.id:
+            return self._refuse("wrong_meter", meter.id, "ack", ack.meter)
+        p = self.pending.get(ack.trade)
+        if p is None or p.meter.id != meter.id or p.deadline is None:
+            out.append(Note("ack_ignored", {"trade": ack.trade, "meter": meter.id, "ok": ack.ok}))
+            if ack.ok and ack.trade not in self.locks and ack.trade not in self.pending:
+                out.append(self._release(meter, ack.trade, now))  # a late ack of a void
+            return out
+        if not ack.ok:
+            self._void(ack.trade, "refused", now, out)
+            out.append(Note("lock_refused", {"trade": ack.trade, "reason": ack.reason}))
+            return out
+        p.acked = True
+        if p.proof is not None:
+            self._settle(p, now, out)
+        return out
+
+    # ------------------------------------------------------------------ reference price
+
+    def community_soc(self) -> int | None:
+        """Capacity-weighted mean SoC (bp) of the meters counted fresh, or None."""
+        return self._soc_cap // self._cap if self._cap else None
+
+    def _update_reference(self, now: int, out: list[Effect]) -> None:
+        soc = self.community_soc()
+        if soc is None:
+            return
+        step = self.config.reference.soc_step_bp
+        ref = reference_price(
+            base_price=self.config.reference.base_price,
+            scarcity_bp=self.config.reference.scarcity_bp,
+            soc_bp=soc // step * step,
+        )
+        if ref != self.engine.reference_price:
+            trades = self._log(ReferencePrice(ref, now), out)
+            self._on_trades(trades, now, out)
+
+    # ------------------------------------------------------------------ delivery
+
+    def _deliveries(
+        self, now: int, out: list[Effect], *, meter: str | None = None, tel: Telemetry | None = None
+    ) -> None:
+        grace = self.config.telemetry.max_age_s * 1000
+        due: dict[tuple[str, int], list[_Lock]] = {}
+        for lock in self.locks.values():
+            end = (lock.interval + 1) * self.interval_ms
+            if meter is not None:
+                if lock.meter != meter or tel is None or tel.ts < end:
+                    continue
+            elif now < end + grace:
+                continue
+            due.setdefault((lock.meter, lock.interval), []).append(lock)
+        for (meter_id, _), group in due.items():
+            last = tel if meter is not None else self.telemetry.get(meter_id)
+            start = min(lk.export_start_wh for lk in group)
+            pool = max(0, (last.export_wh if last else start) - start)
+            for lock in group:
+                got = min(lock.wh, pool)
+                pool -= got
+                status = "delivered" if got >= lock.wh else "defaulted"
+                del self.locks[lock.trade]
+                out.append(
+                    Deliver(
+                        DeliveryRecord(
+                            trade=lock.trade, status=status, wh=lock.wh, delivered_wh=got, ts=now
+                        )
+                    )
+                )
+                out.append(Note(status, {"trade": lock.trade, "wh": lock.wh, "delivered": got}))
+                m = self.meters.get(meter_id)
+                if m is not None:
+                    out.append(self._release(m, lock.trade, now))
+
+    # ------------------------------------------------------------------ timer
+
+    def tick(self, *, now: int) -> list[Effect]:
+        """Lock timeouts, interval closes, delivery checks, standing policies, batch timing."""
+        out: list[Effect] = []
+        for trade_id, p in list(self.pending.items()):
+            if (
+                p.deadline is not None
+                and not p.acked
+                and now >= p.deadline
+                and trade_id in self.pending
+            ):
+                out.append(self._release(p.meter, trade_id, now))
+                self._void(trade_id, "timeout", now, out)
+        stale_before = now - self.config.telemetry.stale_after_s * 1000
+        for meter_id, tel in self.telemetry.items():
+            if tel.ts < stale_before and meter_id in self._counted:
+                soc_cap, cap = self._counted.pop(meter_id)
+                self._soc_cap -= soc_cap
+                self._cap -= cap
+        current = self.current_interval(now)
+        for interval in self.engine.open_intervals():
+            if interval < current:
+                self._log(CloseInterval(interval, now), out)
+        if current != self.interval:
+            self.interval = current
+            self._policies(now, out)
+        self._deliveries(now, out)
+        if now - self.last_batch_at >= self.config.batch.every_s * 1000 and (
+            self.log_seq > self.batched_log_seq or self.settled_since_batch
+        ):
+            out.append(Seal("every_s"))
+        return out
+
+    def batch_sealed(self, *, log_last: int, now: int) -> None:
+        """The shell sealed a batch covering the log up to ``log_last``."""
+        self.batched_log_seq = log_last
+        self.settled_since_batch = 0
+        self.last_batch_at = now
+
+    # ------------------------------------------------------------------ policies
+
+    def set_policy(self, home: str, **policy: int | None) -> None:
+        """Replace ``home``'s standing policies (fields of :class:`Home`)."""
+        from dataclasses import replace
+
+        self.homes[home] = replace(self.homes[home], **policy)  # type: ignore[arg-type]
+
+    def _policies(self, now: int, out: list[Effect]) -> None:
+        for home in self.homes.values():
+            meter = self.home_meter.get(home.id)
+            tel = self.telemetry.get(meter.id) if meter else None
+            if meter is None or tel is None or not self._fresh(tel, now):
+                continue
+            reserved_bp = _ceil_div(self._reserved_wh(meter.id) * 10_000, meter.capacity_wh)
+            if home.sell_above_bp is not None and home.sell_price is not None:
+                floor = max(home.sell_above_bp, meter.reserve_bp)
+                wh = (tel.soc_bp - reserved_bp - floor) * meter.capacity_wh // 10_000
+                if wh > 0:
+                    self._policy_order(home.id, "sell", wh, home.sell_price, now, out)
+            if home.buy_below_bp is not None and home.buy_price is not None:
+                wh = (home.buy_below_bp - tel.soc_bp) * meter.capacity_wh // 10_000
+                if wh > 0:
+                    self._policy_order(home.id, "buy", wh, home.buy_price, now, out)
+
+    def _policy_order(
+        self, home: str, side: str, wh: int, price: int, now: int, out: list[Effect]
+    ) -> None:
+        order_id = f"o{self.log_seq + 1}"
+        trades = self._log(Order(order_id, home, side, wh, price, now, self.interval), out)
+        self.home_orders.setdefault(home, []).append(order_id)
+        out.append(Note("policy_order", {"home": home, "order": order_id, "side": side, "wh": wh}))
+        self._on_trades(trades, now, out)
+
+    # ------------------------------------------------------------------ views
+
+    def meter_state(self, home: str) -> dict[str, Any] | None:
+        meter = self.home_meter.get(home)
+        if meter is None:
+            return None
+        tel = self.telemetry.get(meter.id)
+        return {
+            "meter": meter.id,
+            "capacity_wh": meter.capacity_wh,
+            "reserve_bp": meter.reserve_bp,
+            "locked_wh": self._reserved_wh(meter.id),
+            "telemetry": None
+            if tel is None
+            else {
+                "seq": tel.seq,
+                "ts": tel.ts,
+                "soc_bp": tel.soc_bp,
+                "import_wh": tel.import_wh,
+                "export_wh": tel.export_wh,
+                "power_w": tel.power_w,
+                "locked_wh": tel.locked_wh,
+            },
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "gateway": self.config.id,
+            "log_seq": self.log_seq,
+            "reference_price": self.engine.reference_price,
+            "community_soc_bp": self.community_soc(),
+            "pending_locks": len(self.pending),
+            "active_locks": len(self.locks),
+            "refusals": dict(self.refusals),
+            "voids": dict(self.voids),
+            "meters_fresh": len(self._counted),
+        }

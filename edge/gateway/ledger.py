@@ -1,0 +1,397 @@
+"""The settlement ledger: SQLite in WAL mode with ``synchronous=FULL``, versioned schema.
+
+Each settled trade is written by :meth:`Ledger.settle` in ONE transaction (DESIGN.md
+"Settlement records"): the trade (status ``pending``, ``chain_ref`` ``pending``), both orders'
+fills, the seller's yield record, the liquidity pool's commission record, the token burn and the
+carbon credit. After a crash at any instant a trade is therefore wholly settled or absent.
+Delivery outcomes, sealed batches and the outbox live here too. The schema is in
+docs/gateway.md ("Ledger schema"); ``PRAGMA user_version`` holds its version and
+:data:`MIGRATIONS` brings an older file up to date inside one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from edge.batch import DeliveryRecord, TradeRecord
+from edge.errors import GatewayError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "ActiveLock", "Ledger", "LedgerError", "StoredBatch"]
+
+
+class LedgerError(GatewayError):
+    """The ledger file is unusable (newer schema, corrupt, not writable)."""
+
+
+_V1 = """
+CREATE TABLE trades (
+    id TEXT PRIMARY KEY,
+    buy TEXT NOT NULL, sell TEXT NOT NULL, buyer TEXT NOT NULL, seller TEXT NOT NULL,
+    wh INTEGER NOT NULL CHECK (wh > 0), price INTEGER NOT NULL, interval INTEGER NOT NULL,
+    ts INTEGER NOT NULL, maker TEXT NOT NULL, settled_ts INTEGER NOT NULL,
+    meter TEXT NOT NULL, export_start_wh INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending','delivered','defaulted')),
+    delivered_wh INTEGER,
+    chain_ref TEXT NOT NULL DEFAULT 'pending',
+    value INTEGER NOT NULL, buyer_pays INTEGER NOT NULL, seller_receives INTEGER NOT NULL,
+    commission INTEGER NOT NULL, grid_fee INTEGER NOT NULL, yield_accrual INTEGER NOT NULL,
+    tokens_burned INTEGER NOT NULL, carbon_mg INTEGER NOT NULL,
+    commitment BLOB NOT NULL, proof BLOB NOT NULL,
+    soc_threshold_bp INTEGER NOT NULL, soc_reserved_bp INTEGER NOT NULL,
+    batch_seq INTEGER
+);
+CREATE TABLE fills (
+    trade TEXT NOT NULL REFERENCES trades(id), side TEXT NOT NULL CHECK (side IN ('buy','sell')),
+    order_id TEXT NOT NULL, home TEXT NOT NULL, wh INTEGER NOT NULL,
+    PRIMARY KEY (trade, side)
+);
+CREATE TABLE yields (
+    trade TEXT NOT NULL REFERENCES trades(id),
+    kind TEXT NOT NULL CHECK (kind IN ('seller_yield','pool_commission')),
+    account TEXT NOT NULL, amount INTEGER NOT NULL,
+    PRIMARY KEY (trade, kind)
+);
+CREATE TABLE token_burns (
+    trade TEXT PRIMARY KEY REFERENCES trades(id), tokens INTEGER NOT NULL, reason TEXT NOT NULL
+);
+CREATE TABLE carbon_credits (
+    trade TEXT PRIMARY KEY REFERENCES trades(id), home TEXT NOT NULL, mg INTEGER NOT NULL
+);
+CREATE TABLE deliveries (
+    trade TEXT PRIMARY KEY REFERENCES trades(id),
+    status TEXT NOT NULL CHECK (status IN ('delivered','defaulted')),
+    wh INTEGER NOT NULL, delivered_wh INTEGER NOT NULL, ts INTEGER NOT NULL,
+    batch_seq INTEGER
+);
+CREATE TABLE batches (
+    seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, created_ts INTEGER NOT NULL,
+    log_last INTEGER NOT NULL, body BLOB NOT NULL,
+    uploaded_ts INTEGER, attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE INDEX trades_batch ON trades (batch_seq);
+CREATE INDEX trades_buyer ON trades (buyer);
+CREATE INDEX trades_seller ON trades (seller);
+"""
+
+#: ``MIGRATIONS[n]`` takes a file at schema version ``n`` to ``n + 1``.
+MIGRATIONS: tuple[str, ...] = (_V1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+POOL_ACCOUNT = "pool"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActiveLock:
+    """A settled trade whose delivery is not decided yet."""
+
+    trade: str
+    meter: str
+    seller: str
+    wh: int
+    interval: int
+    export_start_wh: int
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """A sealed batch in the outbox: ``body`` its canonical bytes, ``hash`` its header hash."""
+
+    seq: int
+    hash: bytes
+    body: bytes
+    log_last: int
+    uploaded_ts: int | None
+    attempts: int
+
+
+_TRADE_COLUMNS = [f.name for f in fields(TradeRecord)]
+
+
+class Ledger:
+    """The gateway's SQLite ledger. Not thread-safe: one owner (the service's event loop)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as err:
+            raise LedgerError(f"cannot open the ledger {self.path}: {err}") from err
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise LedgerError(
+                f"{self.path} has schema version {version}, newer than this gateway's "
+                f"{SCHEMA_VERSION}: upgrade neighbourgrid"
+            )
+        for n in range(version, SCHEMA_VERSION):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[n].split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={n + 1}")
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ settlement
+
+    def settle(self, trade: TradeRecord, *, meter: str, export_start_wh: int) -> bool:
+        """Write a trade's settlement records in one transaction; False if already settled."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("SELECT 1 FROM trades WHERE id=?", (trade.id,)).fetchone():
+                db.execute("ROLLBACK")
+                return False
+            row = trade.to_json()
+            row["commitment"], row["proof"] = trade.commitment, trade.proof
+            cols = [*_TRADE_COLUMNS, "meter", "export_start_wh"]
+            db.execute(
+                f"INSERT INTO trades ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                [*(row[c] for c in _TRADE_COLUMNS), meter, export_start_wh],
+            )
+            db.executemany(
+                "INSERT INTO fills (trade, side, order_id, home, wh) VALUES (?,?,?,?,?)",
+                [
+                    (trade.id, "buy", trade.buy, trade.buyer, trade.wh),
+                    (trade.id, "sell", trade.sell, trade.seller, trade.wh),
+                ],
+            )
+            db.executemany(
+                "INSERT INTO yields (trade, kind, account, amount) VALUES (?,?,?,?)",
+                [
+                    (trade.id, "seller_yield", trade.seller, trade.yield_accrual),
+                    (trade.id, "pool_commission", POOL_ACCOUNT, trade.commission),
+                ],
+            )
+            db.execute(
+                "INSERT INTO token_burns (trade, tokens, reason) VALUES (?,?,?)",
+                (trade.id, trade.tokens_burned, "trade_settlement"),
+            )
+            db.execute(
+                "INSERT INTO carbon_credits (trade, home, mg) VALUES (?,?,?)",
+                (trade.id, trade.seller, trade.carbon_mg),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return True
+
+    def record_delivery(self, delivery: DeliveryRecord) -> None:
+        """Record a lock's delivery outcome and update the trade's status (one transaction)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT OR IGNORE INTO deliveries (trade, status, wh, delivered_wh, ts) "
+                "VALUES (?,?,?,?,?)",
+                (delivery.trade, delivery.status, delivery.wh, delivery.delivered_wh, delivery.ts),
+            )
+            db.execute(
+                "UPDATE trades SET status=?, delivered_wh=? WHERE id=? AND status='pending'",
+                (delivery.status, delivery.delivered_wh, delivery.trade),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    # ------------------------------------------------------------------ queries
+
+    def settled_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT id FROM trades")}
+
+    def active_locks(self) -> list[ActiveLock]:
+        rows = self.db.execute(
+            "SELECT id, meter, seller, wh, interval, export_start_wh FROM trades "
+            "WHERE status='pending' ORDER BY rowid"
+        )
+        return [
+            ActiveLock(
+                trade=r[0], meter=r[1], seller=r[2], wh=r[3], interval=r[4], export_start_wh=r[5]
+            )
+            for r in rows
+        ]
+
+    def trade(self, trade_id: str) -> dict[str, Any] | None:
+        cur = self.db.execute("SELECT * FROM trades WHERE id=?", (trade_id,))
+        row = cur.fetchone()
+        return None if row is None else _row(cur, row)
+
+    def trades_of(self, home: str, *, limit: int = 500) -> list[dict[str, Any]]:
+        cur = self.db.execute(
+            "SELECT id, buy, sell, buyer, seller, wh, price, interval, ts, settled_ts, status, "
+            "delivered_wh, chain_ref, value, buyer_pays, seller_receives, commission, grid_fee, "
+            "batch_seq FROM trades WHERE buyer=? OR seller=? ORDER BY rowid DESC LIMIT ?",
+            (home, home, limit),
+        )
+        return [_row(cur, r) for r in cur.fetchall()]
+
+    def statement(self, home: str) -> dict[str, int]:
+        """A home's totals: energy and money bought and sold, yield, carbon credit (integers)."""
+        db = self.db
+        bought = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(wh),0), COALESCE(SUM(buyer_pays),0) FROM trades "
+            "WHERE buyer=?",
+            (home,),
+        ).fetchone()
+        sold = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(wh),0), COALESCE(SUM(seller_receives),0), "
+            "COALESCE(SUM(COALESCE(delivered_wh, 0)),0) FROM trades WHERE seller=?",
+            (home,),
+        ).fetchone()
+        yields = db.execute(
+            "SELECT COALESCE(SUM(amount),0) FROM yields WHERE account=? AND kind='seller_yield'",
+            (home,),
+        ).fetchone()
+        carbon = db.execute(
+            "SELECT COALESCE(SUM(mg),0) FROM carbon_credits WHERE home=?", (home,)
+        ).fetchone()
+        defaulted = db.execute(
+            "SELECT COUNT(*) FROM trades WHERE seller=? AND status='defaulted'", (home,)
+        ).fetchone()
+        return {
+            "bought_trades": bought[0],
+            "bought_wh": bought[1],
+            "paid_microticks": bought[2],
+            "sold_trades": sold[0],
+            "sold_wh": sold[1],
+            "received_microticks": sold[2],
+            "delivered_wh": sold[3],
+            "defaulted_trades": defaulted[0],
+            "yield_microticks": yields[0],
+            "carbon_mg": carbon[0],
+        }
+
+    def totals(self) -> dict[str, int]:
+        """Ledger-wide sums, for consistency checks: trades, wh, burns, commissions, carbon."""
+        db = self.db
+        t = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(wh),0), COALESCE(SUM(buyer_pays),0), "
+            "COALESCE(SUM(seller_receives),0), COALESCE(SUM(commission),0), "
+            "COALESCE(SUM(grid_fee),0) FROM trades"
+        ).fetchone()
+        return {
+            "trades": t[0],
+            "wh": t[1],
+            "buyer_pays": t[2],
+            "seller_receives": t[3],
+            "commission": t[4],
+            "grid_fee": t[5],
+            "fills": db.execute("SELECT COUNT(*) FROM fills").fetchone()[0],
+            "yields": db.execute("SELECT COUNT(*) FROM yields").fetchone()[0],
+            "token_burns": db.execute("SELECT COALESCE(SUM(tokens),0) FROM token_burns").fetchone()[
+                0
+            ],
+            "burn_records": db.execute("SELECT COUNT(*) FROM token_burns").fetchone()[0],
+            "carbon_records": db.execute("SELECT COUNT(*) FROM carbon_credits").fetchone()[0],
+        }
+
+    # ------------------------------------------------------------------ batches and outbox
+
+    def unbatched(self) -> tuple[list[TradeRecord], list[DeliveryRecord]]:
+        """Settled trades and delivery outcomes not yet in a batch, in settlement order."""
+        cur = self.db.execute(
+            f"SELECT {','.join(_TRADE_COLUMNS)} FROM trades WHERE batch_seq IS NULL ORDER BY rowid"
+        )
+        trades = [TradeRecord(**dict(zip(_TRADE_COLUMNS, r, strict=True))) for r in cur]
+        dcur = self.db.execute(
+            "SELECT trade, status, wh, delivered_wh, ts FROM deliveries "
+            "WHERE batch_seq IS NULL ORDER BY rowid"
+        )
+        deliveries = [
+            DeliveryRecord(trade=r[0], status=r[1], wh=r[2], delivered_wh=r[3], ts=r[4])
+            for r in dcur
+        ]
+        return trades, deliveries
+
+    def last_batch(self) -> StoredBatch | None:
+        cur = self.db.execute(
+            "SELECT seq, hash, body, log_last, uploaded_ts, attempts FROM batches "
+            "ORDER BY seq DESC LIMIT 1"
+        )
+        row = cur.fetchone()
+        return None if row is None else StoredBatch(*row)
+
+    def store_batch(
+        self,
+        *,
+        seq: int,
+        hash: bytes,
+        created_ts: int,
+        log_last: int,
+        body: bytes,
+        trades: Iterable[str],
+        deliveries: Iterable[str],
+    ) -> None:
+        """Queue a sealed batch in the outbox and mark its contents batched (one transaction)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT INTO batches (seq, hash, created_ts, log_last, body) VALUES (?,?,?,?,?)",
+                (seq, hash, created_ts, log_last, body),
+            )
+            db.executemany("UPDATE trades SET batch_seq=? WHERE id=?", [(seq, t) for t in trades])
+            db.executemany(
+                "UPDATE deliveries SET batch_seq=? WHERE trade=?", [(seq, t) for t in deliveries]
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def outbox(self) -> list[StoredBatch]:
+        """Batches not yet accepted by the coordinator, oldest first."""
+        cur = self.db.execute(
+            "SELECT seq, hash, body, log_last, uploaded_ts, attempts FROM batches "
+            "WHERE uploaded_ts IS NULL ORDER BY seq"
+        )
+        return [StoredBatch(*r) for r in cur]
+
+    def mark_uploaded(self, seq: int, ts: int) -> None:
+        self.db.execute("UPDATE batches SET uploaded_ts=? WHERE seq=?", (ts, seq))
+
+    def count_attempt(self, seq: int) -> None:
+        self.db.execute("UPDATE batches SET attempts=attempts+1 WHERE seq=?", (seq,))
+
+    # ------------------------------------------------------------------ meta
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, items: Sequence[tuple[str, str]]) -> None:
+        self.db.executemany(
+            "INSERT INTO meta (key, value) VALUES (?,?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            items,
+        )
+
+
+def _row(cur: sqlite3.Cursor, row: Sequence[Any]) -> dict[str, Any]:
+    out = {}
+    for desc, value in zip(cur.description, row, strict=True):
+        out[desc[0]] = value.hex() if isinstance(value, bytes) else value
+    return out

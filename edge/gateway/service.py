@@ -1,0 +1,481 @@
+"""The gateway service: the asyncio shell around :class:`edge.gateway.core.GatewayCore`.
+
+One :class:`asyncio.TaskGroup` runs named tasks: ``mqtt`` (connect with capped backoff,
+subscribe to the meters' ``state`` and ``ack`` topics, feed each message to the core),
+``publisher`` (sends commands, QoS 1, never retained, in order), ``http`` (the homes' API,
+edge.gateway.api), ``ticker`` (timer ticks: lock timeouts, interval ends, batch timing),
+``outbox`` (uploads sealed batches to the coordinator) and ``stopper`` (SIGTERM/SIGINT: stop
+accepting work, finish what is in hand, close the ledger). Range proofs run in a process pool so
+that the event loop never waits on them. Time comes from ``clock`` (ms since the epoch).
+
+Effects are performed synchronously on the loop, in the order the core returned them, so an
+order-log append is on disk before any later effect of the same event and before the API
+answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiomqtt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.batch import GENESIS_HASH, batch_hash, encode_batch, seal_batch
+from edge.errors import ConfigError, GatewayError
+from edge.gateway.config import GatewayConfig
+from edge.gateway.core import (
+    Append,
+    Deliver,
+    Effect,
+    GatewayCore,
+    MeterCodec,
+    Note,
+    Prove,
+    Publish,
+    Seal,
+    Settle,
+)
+from edge.gateway.ledger import Ledger
+from edge.gateway.meterwire import JsonHmacCodec
+from edge.gateway.orderlog import OrderLog
+
+__all__ = ["GatewayService", "JsonFormatter", "load_signing_key", "make_proof", "run_gateway"]
+
+log = logging.getLogger("ngrid.gateway")
+
+
+class JsonFormatter(logging.Formatter):
+    """Structured logs: one JSON object per line (``ts``, ``level``, ``event`` and fields)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    """The gateway's Ed25519 key: PKCS#8 PEM (as ``ngrid provision gateway`` writes it)."""
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror}", key="gateway.signing_key") from err
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{path} is not a PEM private key", key="gateway.signing_key") from err
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{path} is not an Ed25519 key", key="gateway.signing_key")
+    return key
+
+
+def make_proof(
+    soc_bp: int, threshold_bp: int, reserved_bp: int, context: bytes
+) -> tuple[bytes, bytes]:
+    """Commit to ``soc_bp`` and prove SoC - reserved >= threshold (edge.zk); runs in a worker."""
+    from edge.zk import commit, prove_at_least
+
+    commitment, opening = commit(soc_bp)
+    proof = prove_at_least(opening, threshold=threshold_bp, reserved=reserved_bp, context=context)
+    return commitment, proof
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class _Outgoing:
+    topic: str
+    payload: bytes
+
+
+class GatewayService:
+    """Wire the core to MQTT, HTTP, the order log, the ledger, the prover and the outbox."""
+
+    def __init__(
+        self,
+        *,
+        config: GatewayConfig,
+        codec: MeterCodec | None = None,
+        clock: Callable[[], int] = _wall_ms,
+        tick_s: float = 0.1,
+        prover_workers: int = 1,
+    ) -> None:
+        self.config = config
+        self.codec = codec or JsonHmacCodec(gateway=config.id)
+        self.clock = clock
+        self.tick_s = tick_s
+        self.key = load_signing_key(config.signing_key)
+        self.orderlog = OrderLog(config.orderlog_path)
+        self.ledger = Ledger(config.ledger_path)
+        last = self.ledger.last_batch()
+        settled = self.ledger.settled_ids()
+        unbatched, _ = self.ledger.unbatched()
+        now = self.clock()
+        self.core, restart = GatewayCore.restore(
+            config=config,
+            codec=self.codec,
+            log=self.orderlog.records,
+            settled=settled,
+            locks=self.ledger.active_locks(),
+            batched_log_seq=last.log_last if last else 0,
+            unbatched=len(unbatched),
+            now=now,
+        )
+        self.outgoing: asyncio.Queue[_Outgoing] = asyncio.Queue()
+        self.stop_event = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.outbox_wake = asyncio.Event()
+        self.mqtt_connected = asyncio.Event()
+        self.prover = concurrent.futures.ProcessPoolExecutor(max_workers=prover_workers)
+        self.uploads = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._restart_effects = restart
+        self.api_port: int | None = None
+        log.info(
+            "restored",
+            extra={
+                "fields": {
+                    "log_seq": self.core.log_seq,
+                    "settled": len(settled),
+                    "active_locks": len(self.core.locks),
+                    "voided_on_restart": self.core.voids.get("restart", 0),
+                    "truncated_log_bytes": self.orderlog.truncated_bytes,
+                }
+            },
+        )
+
+    # ------------------------------------------------------------------ effects
+
+    def perform(self, effects: Sequence[Effect]) -> None:
+        """Perform the core's effects in order (appends coalesced into one fsync)."""
+        appends: list[dict[str, Any]] = []
+        for effect in effects:
+            if isinstance(effect, Append):
+                appends.extend(effect.records)
+                continue
+            if appends:
+                self.orderlog.append(appends)
+                appends = []
+            if isinstance(effect, Publish):
+                self.outgoing.put_nowait(_Outgoing(effect.topic, effect.payload))
+            elif isinstance(effect, Prove):
+                self._prove(effect)
+            elif isinstance(effect, Settle):
+                self.ledger.settle(
+                    effect.record, meter=effect.meter, export_start_wh=effect.export_start_wh
+                )
+            elif isinstance(effect, Deliver):
+                self.ledger.record_delivery(effect.record)
+            elif isinstance(effect, Seal):
+                self.seal(effect.reason)
+            elif isinstance(effect, Note):
+                log.info(effect.event, extra={"fields": dict(effect.fields)})
+        if appends:
+            self.orderlog.append(appends)
+
+    def _prove(self, p: Prove) -> None:
+        assert self._loop is not None
+        future = self._loop.run_in_executor(
+            self.prover, make_proof, p.soc_bp, p.threshold_bp, p.reserved_bp, p.context
+        )
+
+        def done(f: asyncio.Future[tuple[bytes, bytes]]) -> None:
+            now = self.clock()
+            if f.cancelled():
+                return
+            err = f.exception()
+            if err is not None:
+                self.perform(self.core.proof_failed(trade=p.trade, error=repr(err), now=now))
+            else:
+                commitment, proof = f.result()
+                self.perform(
+                    self.core.proof_ready(
+                        trade=p.trade, commitment=commitment, proof=proof, now=now
+                    )
+                )
+
+        future.add_done_callback(done)
+
+    def seal(self, reason: str = "manual") -> int | None:
+        """Seal a batch of everything settled and logged since the last; return its seq."""
+        trades, deliveries = self.ledger.unbatched()
+        first = self.core.batched_log_seq + 1
+        last_seq = self.orderlog.last_seq
+        if not trades and not deliveries and last_seq < first:
+            return None
+        previous = self.ledger.last_batch()
+        seq = previous.seq + 1 if previous else 1
+        now = self.clock()
+        batch = seal_batch(
+            gateway=self.config.id,
+            seq=seq,
+            prev_hash=previous.hash if previous else GENESIS_HASH,
+            created_ts=now,
+            log_first=first,
+            trades=trades,
+            deliveries=deliveries,
+            log=self.orderlog.slice(first, last_seq),
+            key=self.key,
+        )
+        self.ledger.store_batch(
+            seq=seq,
+            hash=batch_hash(batch),
+            created_ts=now,
+            log_last=last_seq,
+            body=encode_batch(batch),
+            trades=[t.id for t in trades],
+            deliveries=[d.trade for d in deliveries],
+        )
+        self.core.batch_sealed(log_last=last_seq, now=now)
+        self.outbox_wake.set()
+        log.info(
+            "batch_sealed",
+            extra={
+                "fields": {
+                    "seq": seq,
+                    "trades": len(trades),
+                    "log_last": last_seq,
+                    "reason": reason,
+                }
+            },
+        )
+        return seq
+
+    # ------------------------------------------------------------------ tasks
+
+    async def _mqtt(self) -> None:
+        cfg = self.config.mqtt
+        prefix = self.config.mqtt.topic_prefix
+        delay = 0.5
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    hostname=cfg.host,
+                    port=cfg.port,
+                    username=cfg.username,
+                    password=cfg.password,
+                    identifier=f"ngrid-gateway-{self.config.id}",
+                    keepalive=30,
+                ) as client:
+                    await client.subscribe(f"{prefix}/+/state", qos=1)
+                    await client.subscribe(f"{prefix}/+/ack", qos=1)
+                    self._client = client
+                    self.mqtt_connected.set()
+                    delay = 0.5
+                    log.info(
+                        "mqtt_connected", extra={"fields": {"host": cfg.host, "port": cfg.port}}
+                    )
+                    async for message in client.messages:
+                        payload = message.payload
+                        if not isinstance(payload, bytes | bytearray):
+                            payload = str(payload).encode()
+                        effects = self.core.on_message(
+                            topic=message.topic.value, payload=bytes(payload), now=self.clock()
+                        )
+                        self.perform(effects)
+            except aiomqtt.MqttError as err:
+                self.mqtt_connected.clear()
+                log.warning(
+                    "mqtt_disconnected", extra={"fields": {"error": str(err), "retry_s": delay}}
+                )
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, 30.0)
+
+    async def _publisher(self) -> None:
+        while True:
+            item = await self.outgoing.get()
+            while True:
+                await self.mqtt_connected.wait()
+                try:
+                    await self._client.publish(item.topic, item.payload, qos=1, retain=False)
+                    break
+                except aiomqtt.MqttError:
+                    self.mqtt_connected.clear()
+                    await asyncio.sleep(0.2)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            self.perform(self.core.tick(now=self.clock()))
+
+    async def _outbox(self) -> None:
+        url = self.config.coordinator.url
+        cfg = self.config.coordinator
+        if not url:
+            return
+        delay = cfg.backoff_initial_s
+        timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                self.outbox_wake.clear()
+                pending = self.ledger.outbox()
+                failed = False
+                for batch in pending:
+                    try:
+                        async with session.post(
+                            f"{url}/batches",
+                            data=batch.body,
+                            headers={
+                                "Content-Type": "application/json",
+                                "Idempotency-Key": f"{self.config.id}:{batch.seq}",
+                            },
+                        ) as response:
+                            text = await response.text()
+                            ok = 200 <= response.status < 300
+                    except (aiohttp.ClientError, TimeoutError) as err:
+                        ok, text = False, repr(err)
+                    if not ok:
+                        self.ledger.count_attempt(batch.seq)
+                        log.warning(
+                            "upload_failed",
+                            extra={
+                                "fields": {"seq": batch.seq, "retry_s": delay, "detail": text[:200]}
+                            },
+                        )
+                        failed = True
+                        break
+                    self.ledger.mark_uploaded(batch.seq, self.clock())
+                    self.uploads += 1
+                    log.info("batch_uploaded", extra={"fields": {"seq": batch.seq}})
+                if failed:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, cfg.backoff_max_s)
+                    continue
+                delay = cfg.backoff_initial_s
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.outbox_wake.wait(), timeout=cfg.backoff_max_s)
+
+    async def _http(self) -> None:
+        from aiohttp import web
+
+        from edge.gateway.api import make_app
+
+        runner = web.AppRunner(make_app(self), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.api.host, self.config.api.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.api_port = server.sockets[0].getsockname()[1]
+        log.info(
+            "api_listening", extra={"fields": {"host": self.config.api.host, "port": self.api_port}}
+        )
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    async def _broker(self) -> None:
+        """``--embedded-broker``: an amqtt broker on the configured host/port (trials only)."""
+        from amqtt.broker import Broker
+
+        cfg = self.config.mqtt
+        broker = Broker(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"{cfg.host}:{cfg.port}"}},
+                "plugins": {
+                    "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+                },
+            }
+        )
+        await broker.start()
+        log.info("embedded_broker", extra={"fields": {"host": cfg.host, "port": cfg.port}})
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await broker.shutdown()
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> None:
+        """Run until :meth:`stop` (or SIGTERM/SIGINT); then shut down cleanly."""
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                self._loop.add_signal_handler(sig, self.stop)
+        self.perform(self._restart_effects)
+        self._restart_effects = []
+        try:
+            async with asyncio.TaskGroup() as group:
+                if self.config.mqtt.embedded_broker:
+                    self._tasks.append(group.create_task(self._broker(), name="broker"))
+                    await asyncio.sleep(0.5)
+                for name, coro in (
+                    ("mqtt", self._mqtt()),
+                    ("publisher", self._publisher()),
+                    ("ticker", self._ticker()),
+                    ("outbox", self._outbox()),
+                    ("http", self._http()),
+                ):
+                    self._tasks.append(group.create_task(coro, name=name))
+                group.create_task(self._stopper(), name="stopper")
+                self.ready.set()
+        finally:
+            self.close()
+
+    async def _stopper(self) -> None:
+        await self.stop_event.wait()
+        log.info("stopping")
+        # Let queued commands go out briefly, then cancel the tasks.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                while not self.outgoing.empty() and self.mqtt_connected.is_set():
+                    await asyncio.sleep(0.05)
+        for task in self._tasks:
+            task.cancel()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def close(self) -> None:
+        self.prover.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            self.ledger.set_meta([("last_stop_ms", str(self.clock()))])
+        self.ledger.close()
+        self.orderlog.close()
+        log.info("stopped")
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("ngrid")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def run_gateway(config: GatewayConfig) -> None:
+    """Run the service until SIGTERM/SIGINT (``ngrid gateway run``)."""
+    setup_logging(config.log_level)
+
+    async def main() -> None:
+        service = GatewayService(config=config)
+        await service.run()
+
+    try:
+        asyncio.run(main())
+    except GatewayError:
+        raise

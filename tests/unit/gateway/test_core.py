@@ -1,0 +1,385 @@
+"""The gateway core: telemetry checks, matching to lock to settlement, voids, delivery, restart."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from edge.batch import proof_context
+from edge.gateway.config import GatewayConfig
+from edge.gateway.core import (
+    Append,
+    Deliver,
+    Effect,
+    GatewayCore,
+    OrderRejected,
+    Prove,
+    Publish,
+    Seal,
+    Settle,
+    reference_price,
+)
+from edge.gateway.meterwire import JsonHmacCodec
+from edge.market import Rates, settle
+from edge.zk import verify_at_least
+from tests.unit.gateway.conftest import INTERVAL_MS, KEY_A, KEY_B, T0, ack, make_config, telemetry
+
+PREFIX = "ngrid/gw1"
+
+
+def new_core(config: GatewayConfig, now: int = T0) -> GatewayCore:
+    core, effects = GatewayCore.restore(
+        config=config,
+        codec=JsonHmacCodec(gateway=config.id),
+        log=[],
+        settled=set(),
+        locks=[],
+        batched_log_seq=0,
+        unbatched=0,
+        now=now,
+    )
+    assert effects == []
+    return core
+
+
+def report(core: GatewayCore, meter: str, *, seq: int, now: int, **kw: Any) -> list[Effect]:
+    key = KEY_A if meter == "m-a" else KEY_B
+    payload = telemetry(key, meter, seq=seq, ts=kw.pop("ts", now), **kw)
+    return core.on_message(topic=f"{PREFIX}/{meter}/state", payload=payload, now=now)
+
+
+def of(effects: list[Effect], kind: type) -> list[Any]:
+    return [e for e in effects if isinstance(e, kind)]
+
+
+def log_ops(effects: list[Effect]) -> list[str]:
+    return [r["op"] for e in of(effects, Append) for r in e.records]
+
+
+def prove(effect: Prove) -> tuple[bytes, bytes]:
+    from edge.gateway.service import make_proof
+
+    return make_proof(effect.soc_bp, effect.threshold_bp, effect.reserved_bp, effect.context)
+
+
+def matched(core: GatewayCore, now: int = T0) -> tuple[list[Effect], Prove]:
+    report(core, "m-a", seq=1, now=now, soc_bp=8000)
+    _, e1 = core.place(home="alice", side="sell", wh=1000, price=120, interval=None, now=now)
+    _, e2 = core.place(home="bob", side="buy", wh=600, price=150, interval=None, now=now + 1)
+    assert of(e1, Prove) == []
+    (p,) = of(e2, Prove)
+    return e2, p
+
+
+def test_order_to_lock_to_settlement(config: GatewayConfig) -> None:
+    core = new_core(config)
+    effects, p = matched(core)
+    assert log_ops(effects) == ["order"]
+    # Proof first, then the lock command (prove_before_lock is the default).
+    assert of(effects, Publish) == []
+    assert p.threshold_bp == 2000 + 600  # reserve + 600 Wh of a 10 kWh battery
+    assert p.reserved_bp == 0
+    assert p.context == proof_context(
+        gateway="gw1", trade="t1", seller="alice", wh=600, interval=core.interval
+    )
+    commitment, proof = prove(p)
+    lock_effects = core.proof_ready(trade="t1", commitment=commitment, proof=proof, now=T0 + 40)
+    (lock,) = of(lock_effects, Publish)
+    assert lock.topic == f"{PREFIX}/m-a/cmd" and lock.kind == "lock"
+    body = json.loads(lock.payload)
+    assert body["cmd"] == "lock" and body["trade"] == "t1" and body["wh"] == 600
+    assert body["exp"] == T0 + 40 + config.locks.timeout_ms
+    settled = core.on_message(
+        topic=f"{PREFIX}/m-a/ack", payload=ack(KEY_A, "m-a", seq=2, trade="t1"), now=T0 + 50
+    )
+    (s,) = of(settled, Settle)
+    expected = settle(core.engine.trade("t1"), Rates(interval_s=900))
+    assert s.record.wh == 600 and s.record.price == 120  # the resting sell's price
+    assert (s.record.buyer, s.record.seller) == ("bob", "alice")
+    assert s.record.value == expected.value
+    assert s.record.buyer_pays == s.record.seller_receives + s.record.commission + s.record.grid_fee
+    assert s.record.tokens_burned == 600 and s.record.carbon_mg == 600 * 820
+    assert verify_at_least(
+        s.record.commitment,
+        threshold=s.record.soc_threshold_bp,
+        reserved=s.record.soc_reserved_bp,
+        context=p.context,
+        proof=s.record.proof,
+    )
+    assert "t1" in core.locks and "t1" not in core.pending
+
+
+def test_lock_sent_before_proof_when_configured() -> None:
+    core = new_core(make_config(locks={"prove_before_lock": False}))
+    effects, p = matched(core)
+    assert [e.kind for e in of(effects, Publish)] == ["lock"]
+    # An ack before the proof is held until the proof is there.
+    early = core.on_message(
+        topic=f"{PREFIX}/m-a/ack", payload=ack(KEY_A, "m-a", seq=2, trade="t1"), now=T0 + 5
+    )
+    assert of(early, Settle) == []
+    commitment, proof = prove(p)
+    later = core.proof_ready(trade="t1", commitment=commitment, proof=proof, now=T0 + 45)
+    assert len(of(later, Settle)) == 1
+
+
+def test_append_comes_before_the_lock_command() -> None:
+    core = new_core(make_config(locks={"prove_before_lock": False}))
+    effects, _ = matched(core)
+    kinds = [type(e).__name__ for e in effects if isinstance(e, Append | Publish)]
+    assert kinds.index("Append") < kinds.index("Publish")
+
+
+def test_lock_timeout_voids_and_restores_priority(config: GatewayConfig) -> None:
+    core = new_core(config)
+    _, p = matched(core)
+    commitment, proof = prove(p)
+    core.proof_ready(trade="t1", commitment=commitment, proof=proof, now=T0 + 10)
+    # Another buyer at the same price arrives later; it should stay behind bob after the void.
+    core.place(home="carol", side="buy", wh=100, price=110, interval=None, now=T0 + 20)
+    assert of(core.tick(now=T0 + 10 + config.locks.timeout_ms - 1), Publish) == []
+    effects = core.tick(now=T0 + 10 + config.locks.timeout_ms)
+    assert "void" in log_ops(effects)
+    assert [e.kind for e in of(effects, Publish)] == ["release"]
+    assert core.voids["timeout"] == 1
+    assert core.engine.is_voided("t1")
+    bob = core.orders_of("bob")[0]
+    alice = core.orders_of("alice")[0]
+    assert (bob["remaining"], bob["status"]) == (600, "open")
+    assert alice["remaining"] == 1000
+    book = [o.id for o in core.engine.book(core.interval, "buy")]
+    assert book.index(bob["id"]) < book.index(core.orders_of("carol")[0]["id"])
+    # A late ack of the voided trade is ignored and the meter told to release.
+    late = core.on_message(
+        topic=f"{PREFIX}/m-a/ack", payload=ack(KEY_A, "m-a", seq=3, trade="t1"), now=T0 + 9000
+    )
+    assert of(late, Settle) == [] and [e.kind for e in of(late, Publish)] == ["release"]
+
+
+def test_refused_lock_voids(config: GatewayConfig) -> None:
+    core = new_core(config)
+    _, p = matched(core)
+    commitment, proof = prove(p)
+    core.proof_ready(trade="t1", commitment=commitment, proof=proof, now=T0 + 10)
+    effects = core.on_message(
+        topic=f"{PREFIX}/m-a/ack",
+        payload=ack(KEY_A, "m-a", seq=2, trade="t1", ok=False, reason="reserve"),
+        now=T0 + 20,
+    )
+    assert "void" in log_ops(effects) and of(effects, Settle) == []
+    assert core.voids["refused"] == 1
+
+
+def test_seller_below_reserve_is_voided_and_sell_cancelled(config: GatewayConfig) -> None:
+    core = new_core(config)
+    report(core, "m-a", seq=1, now=T0, soc_bp=2500)  # 500 Wh above the 20 % reserve
+    core.place(home="alice", side="sell", wh=1000, price=120, interval=None, now=T0)
+    _, effects = core.place(home="bob", side="buy", wh=600, price=200, interval=None, now=T0 + 1)
+    assert log_ops(effects) == ["order", "void", "cancel"]
+    assert of(effects, Prove) == [] and of(effects, Publish) == []
+    assert core.orders_of("alice")[0]["status"] == "cancelled"
+    assert core.orders_of("bob")[0]["status"] == "open"
+    assert core.voids["soc_below_reserve"] == 1
+
+
+def test_seller_without_telemetry_cannot_lock(config: GatewayConfig) -> None:
+    core = new_core(config)
+    core.place(home="alice", side="sell", wh=1000, price=120, interval=None, now=T0)
+    _, effects = core.place(home="bob", side="buy", wh=600, price=150, interval=None, now=T0 + 1)
+    assert log_ops(effects) == ["order", "void", "cancel"]
+    assert core.voids["no_telemetry"] == 1
+
+
+def test_locks_already_held_count_against_the_next_sale(config: GatewayConfig) -> None:
+    core = new_core(config)
+    report(core, "m-a", seq=1, now=T0, soc_bp=3500)  # 1500 Wh above the reserve
+    core.place(home="alice", side="sell", wh=2000, price=120, interval=None, now=T0)
+    _, e1 = core.place(home="bob", side="buy", wh=1000, price=200, interval=None, now=T0 + 1)
+    (p1,) = of(e1, Prove)
+    _, e2 = core.place(home="carol", side="buy", wh=600, price=200, interval=None, now=T0 + 2)
+    assert of(e2, Prove) == [] and core.voids["soc_below_reserve"] == 1
+    assert p1.reserved_bp == 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (lambda now: telemetry(KEY_B, "m-a", seq=1, ts=now), "bad_mac"),
+        (lambda now: b'{"dev":"m-a"', "malformed"),
+        (lambda now: telemetry(KEY_A, "m-a", seq=1, ts=now - 31_000), "stale"),
+        (lambda now: telemetry(KEY_A, "m-a", seq=1, ts=now + 6_000), "future"),
+        (lambda now: telemetry(KEY_A, "m-a", seq=1, ts=now, soc_bp=10_001), "implausible"),
+        (lambda now: telemetry(KEY_A, "m-a", seq=1, ts=now, power_w=60_000), "implausible"),
+        (lambda now: telemetry(KEY_A, "m-b", seq=1, ts=now), "wrong_meter"),
+    ],
+)
+def test_bad_telemetry_is_refused_and_counted(
+    config: GatewayConfig, payload: Any, reason: str
+) -> None:
+    core = new_core(config)
+    effects = core.on_message(topic=f"{PREFIX}/m-a/state", payload=payload(T0), now=T0)
+    assert core.refusals == {reason: 1}
+    assert of(effects, Append) == []
+    assert "m-a" not in core.telemetry
+
+
+def test_replay_and_backwards_counters_are_refused(config: GatewayConfig) -> None:
+    core = new_core(config)
+    first = telemetry(KEY_A, "m-a", seq=5, ts=T0, export_wh=100)
+    core.on_message(topic=f"{PREFIX}/m-a/state", payload=first, now=T0)
+    core.on_message(topic=f"{PREFIX}/m-a/state", payload=first, now=T0 + 1000)
+    older = telemetry(KEY_A, "m-a", seq=4, ts=T0 + 1000)
+    core.on_message(topic=f"{PREFIX}/m-a/state", payload=older, now=T0 + 1000)
+    backwards = telemetry(KEY_A, "m-a", seq=6, ts=T0 + 1000, export_wh=99)
+    core.on_message(topic=f"{PREFIX}/m-a/state", payload=backwards, now=T0 + 1000)
+    unknown = telemetry(KEY_A, "m-zz", seq=1, ts=T0)
+    core.on_message(topic=f"{PREFIX}/m-zz/state", payload=unknown, now=T0)
+    assert core.refusals == {"replay": 2, "implausible": 1, "unknown_meter": 1}
+    assert core.telemetry["m-a"].seq == 5
+
+
+def test_reference_price_follows_capacity_weighted_soc(config: GatewayConfig) -> None:
+    core = new_core(config)
+    report(core, "m-a", seq=1, now=T0, soc_bp=5000)  # 10 kWh
+    report(core, "m-b", seq=1, now=T0, soc_bp=8000)  # 5 kWh
+    # (5000*10000 + 8000*5000) / 15000 = 6000 bp; 100 * (1 + 1.0 * 0.4) = 140 ticks/kWh.
+    assert core.community_soc() == 6000
+    assert core.engine.reference_price == 140
+    assert reference_price(base_price=100, scarcity_bp=10_000, soc_bp=0) == 200
+    assert reference_price(base_price=100, scarcity_bp=10_000, soc_bp=10_000) == 100
+    # A buy below the reference price does not match.
+    core.place(home="alice", side="sell", wh=100, price=100, interval=None, now=T0)
+    _, effects = core.place(home="carol", side="buy", wh=100, price=139, interval=None, now=T0)
+    assert of(effects, Prove) == []
+    # Stale meters drop out of the community SoC.
+    core.tick(now=T0 + 121_000)
+    assert core.community_soc() is None
+
+
+def settled_core(config: GatewayConfig) -> GatewayCore:
+    core = new_core(config)
+    report(core, "m-a", seq=1, now=T0, soc_bp=8000, export_wh=5000)
+    core.place(home="alice", side="sell", wh=1000, price=120, interval=None, now=T0)
+    _, e = core.place(home="bob", side="buy", wh=600, price=150, interval=None, now=T0 + 1)
+    (p,) = of(e, Prove)
+    commitment, proof = prove(p)
+    core.proof_ready(trade="t1", commitment=commitment, proof=proof, now=T0 + 10)
+    core.on_message(
+        topic=f"{PREFIX}/m-a/ack", payload=ack(KEY_A, "m-a", seq=2, trade="t1"), now=T0 + 20
+    )
+    return core
+
+
+@pytest.mark.parametrize(("exported", "status"), [(600, "delivered"), (250, "defaulted")])
+def test_delivery_checked_at_interval_end(
+    config: GatewayConfig, exported: int, status: str
+) -> None:
+    core = settled_core(config)
+    end = (core.interval + 1) * INTERVAL_MS
+    before = report(core, "m-a", seq=3, now=end - 1000, export_wh=5000 + exported)
+    assert of(before, Deliver) == []
+    effects = report(core, "m-a", seq=4, now=end + 500, export_wh=5000 + exported)
+    (d,) = of(effects, Deliver)
+    assert (d.record.trade, d.record.status, d.record.delivered_wh) == ("t1", status, exported)
+    assert [e.kind for e in of(effects, Publish)] == ["release"]
+    assert core.locks == {}
+
+
+def test_delivery_without_telemetry_defaults_after_grace(config: GatewayConfig) -> None:
+    core = settled_core(config)
+    end = (core.interval + 1) * INTERVAL_MS
+    assert of(core.tick(now=end + 29_000), Deliver) == []
+    (d,) = of(core.tick(now=end + 30_000), Deliver)
+    assert (d.record.status, d.record.delivered_wh) == ("defaulted", 0)
+
+
+def test_interval_close_and_standing_policies() -> None:
+    homes = [
+        {"id": "alice", "token": "a" * 20, "sell_above_bp": 5000, "sell_price": 110},
+        {"id": "bob", "token": "b" * 20, "buy_below_bp": 6000, "buy_price": 200},
+    ]
+    core = new_core(make_config(homes=homes))
+    report(core, "m-a", seq=1, now=T0, soc_bp=7000)
+    report(core, "m-b", seq=1, now=T0, soc_bp=4000)
+    core.place(home="alice", side="sell", wh=10, price=500, interval=None, now=T0)
+    nxt = (core.interval + 1) * INTERVAL_MS
+    report(core, "m-a", seq=2, now=nxt - 100, soc_bp=7000)
+    report(core, "m-b", seq=2, now=nxt - 100, soc_bp=4000)
+    effects = core.tick(now=nxt)
+    ops = log_ops(effects)
+    assert ops[0] == "close" and ops.count("order") == 2
+    orders = {
+        o["side"]: o
+        for o in core.orders_of("alice") + core.orders_of("bob")
+        if o["interval"] == core.interval
+    }
+    assert orders["sell"]["wh"] == (7000 - 5000) * 10_000 // 10_000
+    assert orders["buy"]["wh"] == (6000 - 4000) * 5_000 // 10_000
+    assert core.orders_of("alice")[0]["status"] == "expired"
+    # the two policy orders cross (200 >= 110): a trade, proved against alice's meter
+    assert len(of(effects, Prove)) == 1
+
+
+def test_bad_orders_are_rejected_without_logging(config: GatewayConfig) -> None:
+    core = new_core(config)
+    cases = [
+        {"side": "hold", "wh": 1, "price": 1, "interval": None},
+        {"side": "buy", "wh": 0, "price": 1, "interval": None},
+        {"side": "buy", "wh": 1.5, "price": 1, "interval": None},
+        {"side": "buy", "wh": 1, "price": -3, "interval": None},
+        {"side": "buy", "wh": 1, "price": 1, "interval": core.interval - 1},
+    ]
+    for case in cases:
+        with pytest.raises(OrderRejected):
+            core.place(home="alice", now=T0, **case)
+    with pytest.raises(OrderRejected) as err:
+        core.place(home="carol", side="sell", wh=1, price=1, interval=None, now=T0)
+    assert err.value.status == 409
+    with pytest.raises(OrderRejected) as err:
+        core.cancel(home="alice", order_id="o1", now=T0)
+    assert err.value.status == 404
+    assert core.log_seq == 0
+
+
+def test_batch_sealed_after_max_trades() -> None:
+    core = settled_core(make_config(batch={"max_trades": 1}))
+    assert core.settled_since_batch == 1
+    core2 = new_core(make_config(batch={"max_trades": 1, "every_s": 60}))
+    assert of(core2.tick(now=T0 + 61_000), Seal) == []  # nothing to batch
+    core2.place(home="bob", side="buy", wh=5, price=5, interval=None, now=T0)
+    assert of(core2.tick(now=T0 + 61_000), Seal) != []
+
+
+def test_restart_voids_unsettled_trades_deterministically(config: GatewayConfig) -> None:
+    core = new_core(config)
+    report(core, "m-a", seq=1, now=T0, soc_bp=8000)
+    records: list[dict[str, Any]] = []
+    _, e1 = core.place(home="alice", side="sell", wh=1000, price=120, interval=None, now=T0)
+    _, e2 = core.place(home="bob", side="buy", wh=300, price=150, interval=None, now=T0 + 1)
+    _, e3 = core.place(home="bob", side="buy", wh=300, price=150, interval=None, now=T0 + 2)
+    for effects in (e1, e2, e3):
+        for a in of(effects, Append):
+            records.extend(a.records)
+    # An earlier telemetry's reference-price record is part of the log too.
+    log = [r for r in records]
+    assert [r["seq"] for r in log] == list(range(log[0]["seq"], log[0]["seq"] + len(log)))
+    full = (
+        [{"seq": 1, "op": "reference_price", "price": 120, "ts": T0}] if log[0]["seq"] == 2 else []
+    )
+    restored, effects = GatewayCore.restore(
+        config=config,
+        codec=JsonHmacCodec(gateway="gw1"),
+        log=full + log,
+        settled={"t1"},
+        locks=[],
+        batched_log_seq=0,
+        unbatched=1,
+        now=T0 + 60_000,
+    )
+    assert log_ops(effects) == ["void"]
+    assert next(r for a in of(effects, Append) for r in a.records)["trade"] == "t2"
+    assert [e.kind for e in of(effects, Publish)] == ["release"]
+    assert restored.engine.is_voided("t2") and not restored.engine.is_voided("t1")
+    assert restored.log_seq == len(full + log) + 1

@@ -1,0 +1,154 @@
+"""Order log durability rules and the SQLite ledger's transactions, schema and outbox."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edge.batch import DeliveryRecord, TradeRecord
+from edge.gateway.ledger import SCHEMA_VERSION, Ledger, LedgerError
+from edge.gateway.orderlog import OrderLog, OrderLogError
+
+
+def record(n: int, **over: object) -> TradeRecord:
+    base = dict(
+        id=f"t{n}",
+        buy=f"b{n}",
+        sell=f"s{n}",
+        buyer="bob",
+        seller="alice",
+        wh=100,
+        price=120,
+        interval=3,
+        ts=10,
+        maker="sell",
+        settled_ts=20,
+        value=12_000_000,
+        buyer_pays=14_000_000,
+        seller_receives=11_700_000,
+        commission=300_000,
+        grid_fee=2_000_000,
+        yield_accrual=17,
+        tokens_burned=100,
+        carbon_mg=82_000,
+        commitment=b"\x02" * 33,
+        proof=b"p" * 10,
+        soc_threshold_bp=2100,
+        soc_reserved_bp=0,
+    )
+    base.update(over)
+    return TradeRecord(**base)  # type: ignore[arg-type]
+
+
+def test_orderlog_appends_durably_and_reloads(tmp_path: Path) -> None:
+    log = OrderLog(tmp_path / "log.jsonl")
+    log.append([{"seq": 1, "op": "cancel", "id": "o1", "ts": 1}])
+    log.append(
+        [
+            {"seq": 2, "op": "cancel", "id": "o2", "ts": 2},
+            {"seq": 3, "op": "cancel", "id": "o3", "ts": 3},
+        ]
+    )
+    with pytest.raises(OrderLogError):
+        log.append([{"seq": 5, "op": "cancel", "id": "o5", "ts": 5}])
+    log.close()
+    again = OrderLog(tmp_path / "log.jsonl")
+    assert [r["id"] for r in again.records] == ["o1", "o2", "o3"]
+    assert again.slice(2, 3) == again.records[1:]
+
+
+def test_orderlog_cuts_a_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b'{"id":"o1","op":"cancel","seq":1,"ts":1}\n{"id":"o2","op":"ca')
+    log = OrderLog(path)
+    assert log.last_seq == 1 and log.truncated_bytes == len(b'{"id":"o2","op":"ca')
+    log.append([{"seq": 2, "op": "cancel", "id": "o9", "ts": 2}])
+    log.close()
+    assert OrderLog(path).records[-1]["id"] == "o9"
+
+
+def test_orderlog_refuses_corruption_in_the_middle(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b'{"seq":1}\nxx\n{"seq":3}\n')
+    with pytest.raises(OrderLogError, match=":2:"):
+        OrderLog(path)
+
+
+def test_ledger_pragmas_and_schema(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    assert ledger.schema_version == SCHEMA_VERSION
+    assert ledger.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert ledger.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    ledger.close()
+    db = sqlite3.connect(tmp_path / "l.sqlite3")
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(LedgerError, match="newer"):
+        Ledger(tmp_path / "l.sqlite3")
+
+
+def test_settlement_writes_every_record_once(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    assert ledger.settle(record(1), meter="m-a", export_start_wh=5)
+    assert not ledger.settle(record(1), meter="m-a", export_start_wh=5)
+    totals = ledger.totals()
+    assert totals["trades"] == 1 and totals["fills"] == 2 and totals["yields"] == 2
+    assert totals["burn_records"] == 1 and totals["carbon_records"] == 1
+    assert totals["token_burns"] == 100
+    row = ledger.trade("t1")
+    assert row is not None and row["status"] == "pending" and row["chain_ref"] == "pending"
+    statement = ledger.statement("alice")
+    assert statement["received_microticks"] == 11_700_000 and statement["carbon_mg"] == 82_000
+    assert statement["yield_microticks"] == 17
+    assert ledger.statement("bob")["paid_microticks"] == 14_000_000
+
+
+def test_a_failed_settlement_leaves_nothing(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    with pytest.raises(sqlite3.IntegrityError):
+        ledger.settle(record(1, wh=0), meter="m-a", export_start_wh=0)  # CHECK (wh > 0)
+    assert ledger.totals()["trades"] == 0 and ledger.totals()["fills"] == 0
+    # the failure happened after nothing else: also a failure in the middle rolls back
+    ledger.db.execute(
+        "CREATE TRIGGER boom BEFORE INSERT ON carbon_credits BEGIN SELECT RAISE(ABORT, 'x'); END"
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        ledger.settle(record(2), meter="m-a", export_start_wh=0)
+    totals = ledger.totals()
+    assert (totals["trades"], totals["fills"], totals["yields"], totals["burn_records"]) == (
+        0,
+        0,
+        0,
+        0,
+    )
+
+
+def test_delivery_and_batches(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    ledger.settle(record(1), meter="m-a", export_start_wh=5)
+    ledger.settle(record(2), meter="m-a", export_start_wh=5)
+    assert [lk.trade for lk in ledger.active_locks()] == ["t1", "t2"]
+    ledger.record_delivery(
+        DeliveryRecord(trade="t1", status="defaulted", wh=100, delivered_wh=40, ts=9)
+    )
+    assert [lk.trade for lk in ledger.active_locks()] == ["t2"]
+    trades, deliveries = ledger.unbatched()
+    assert [t.id for t in trades] == ["t1", "t2"] and trades[0] == record(1)
+    assert [d.trade for d in deliveries] == ["t1"]
+    ledger.store_batch(
+        seq=1,
+        hash=b"h" * 32,
+        created_ts=1,
+        log_last=7,
+        body=b"{}",
+        trades=["t1", "t2"],
+        deliveries=["t1"],
+    )
+    assert ledger.unbatched() == ([], [])
+    assert [b.seq for b in ledger.outbox()] == [1]
+    ledger.mark_uploaded(1, 99)
+    assert ledger.outbox() == []
+    last = ledger.last_batch()
+    assert last is not None and last.log_last == 7 and last.uploaded_ts == 99
