@@ -22,6 +22,7 @@ from edge.market.engine import (
     iter_log,
     replay,
     replay_log,
+    replay_to_lines,
 )
 from edge.market.errors import InvalidEvent, LogError, MarketError, TierError
 from edge.market.events import (
@@ -75,6 +76,7 @@ __all__ = [
     "parse_line",
     "replay",
     "replay_log",
+    "replay_to_lines",
     "settle",
     "validate_event",
 ]

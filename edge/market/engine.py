@@ -66,6 +66,7 @@ __all__ = [
     "iter_log",
     "replay",
     "replay_log",
+    "replay_to_lines",
 ]
 
 POLICIES: Final = ("price-time", "value-time")
@@ -1030,3 +1031,26 @@ def replay_log(
         except InvalidEvent as err:
             raise LogError(err.reason, line=line_no, field=err.field) from None
         yield event, trades
+
+
+def replay_to_lines(
+    lines: Iterable[str | bytes],
+    params: MarketParams | None = None,
+    *,
+    reservations: bool = False,
+) -> list[str]:
+    """Replay a JSON-lines order log into the canonical output lines of ``ngrid market replay``.
+
+    One trade per line (:meth:`Trade.to_json`), in execution order; with ``reservations``, each
+    matched reservation's line (``"kind":"reservation"``) too, where its request was. All or
+    nothing: a bad line raises :class:`LogError` before anything is returned.
+    """
+    engine = Engine(params=params)
+    out: list[str] = []
+    for event, trades in replay_log(lines, engine=engine):
+        out.extend(t.to_json() for t in trades)
+        if reservations and type(event) is Reserve:
+            reservation = engine.reservation(event.id)
+            if reservation is not None:
+                out.append(reservation.to_json())
+    return out
