@@ -17,6 +17,7 @@ from edge.zk.pedersen import MAX_VALUE, Opening, commit, shift_commitment, shift
 from edge.zk.proofs import (
     SOC_MAX_BP,
     at_least_statement,
+    precompute,
     prove_at_least,
     prove_range,
     verify_at_least,
@@ -35,6 +36,7 @@ __all__ = [
     "at_least_statement",
     "bits_for_range",
     "commit",
+    "precompute",
     "proof_size",
     "prove_at_least",
     "prove_range",

@@ -14,10 +14,14 @@ nobody knows a discrete log between any two of them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from array import array
+from collections.abc import Iterable
 from functools import lru_cache
+from typing import Any
 
 from coincurve import PublicKey
+from coincurve._libsecp256k1 import ffi, lib
+from coincurve.context import GLOBAL_CONTEXT
 
 __all__ = [
     "DOMAIN_TAG",
@@ -32,6 +36,8 @@ __all__ = [
     "is_identity",
     "msm",
     "neg_vector_h",
+    "precompute",
+    "precomputed",
     "vector_g",
     "vector_h",
 ]
@@ -118,34 +124,104 @@ def decode_point(data: bytes) -> Point | None:
         return None
 
 
-def _scalar_bytes(scalar: int) -> bytes:
-    return (scalar % ORDER).to_bytes(32, "big")
+class _FixedBase:
+    """A fixed-base table for one point P: entry (k, d) = d * 256^k * P, k < 32, 1 <= d < 256.
+
+    One libsecp256k1 ``secp256k1_pubkey`` (64 opaque bytes, valid only inside this process) per
+    entry in one contiguous cffi array: 32 * 256 * 64 bytes = 512 KiB per point, built with 8,160
+    calls of ``secp256k1_ec_pubkey_combine``. s * P is then the sum of the entries (k, byte k of s),
+    at most 32 additions, which :func:`_sum` hands to libsecp256k1 together with every other term.
+    """
+
+    __slots__ = ("_array", "address")
+
+    def __init__(self, point: Point) -> None:
+        entries = ffi.new("secp256k1_pubkey[]", _WINDOWS * 256)
+        pair = ffi.new("secp256k1_pubkey *[2]")
+        base = ffi.new("secp256k1_pubkey *", point.public_key[0])
+        for k in range(_WINDOWS):
+            row = k * 256
+            entries[row + 1] = base[0]
+            pair[1] = base
+            for d in range(2, 256):
+                pair[0] = entries + row + d - 1
+                if not lib.secp256k1_ec_pubkey_combine(_CTX, entries + row + d, pair, 2):
+                    raise ArithmeticError("fixed-base table hit the identity")  # pragma: no cover
+            pair[0] = pair[1] = entries + row + 128  # next base: 256 * base = 128 * base * 2
+            base = ffi.new("secp256k1_pubkey *")
+            if not lib.secp256k1_ec_pubkey_combine(_CTX, base, pair, 2):
+                raise ArithmeticError("fixed-base table hit the identity")  # pragma: no cover
+        self._array = entries
+        self.address = int(ffi.cast("uintptr_t", entries))
+
+
+_CTX = GLOBAL_CONTEXT.ctx
+_ONE = (1).to_bytes(32, "big")
+_WINDOWS = 32
+_ENTRY = ffi.sizeof("secp256k1_pubkey")
+_ROW = 256 * _ENTRY
+_POINTER_CODE = next(c for c in "QLI" if array(c).itemsize == ffi.sizeof("void *"))
+# id(point) -> (point, table); the point is kept so its id is never reused while the table lives.
+_TABLES: dict[int, tuple[Point, _FixedBase]] = {}
+
+
+def precompute(points: Iterable[Point]) -> None:
+    """Build fixed-base tables for ``points`` (idempotent; 512 KiB and ~8,000 additions each).
+
+    A cache for long-running verifiers: results do not change, only their speed.
+    """
+    for point in points:
+        if id(point) not in _TABLES:
+            _TABLES[id(point)] = (point, _FixedBase(point))
+
+
+def precomputed() -> int:
+    """How many points have a fixed-base table."""
+    return len(_TABLES)
+
+
+def _sum(terms: Iterable[tuple[int, Point]]) -> Any:
+    """sum(scalar * point) as a ``secp256k1_pubkey *`` cdata, or None for the identity.
+
+    Points with a table contribute their entries; every other point one
+    ``secp256k1_ec_pubkey_tweak_mul`` (zero scalars are skipped). Then one
+    ``secp256k1_ec_pubkey_combine`` adds everything, in C.
+    """
+    addresses: list[int] = []
+    variable: list[tuple[bytes, Point]] = []
+    for scalar, point in terms:
+        scalar %= ORDER
+        if not scalar:
+            continue
+        entry = _TABLES.get(id(point))
+        if entry is None:
+            variable.append((scalar.to_bytes(32, "big"), point))
+        else:
+            start = entry[1].address
+            digits = scalar.to_bytes(32, "little")
+            addresses += [start + k * _ROW + d * _ENTRY for k, d in enumerate(digits) if d]
+    products = ffi.new("secp256k1_pubkey[]", len(variable) or 1)
+    for i, (scalar_bytes, point) in enumerate(variable):
+        products[i] = point.public_key[0]
+        if scalar_bytes != _ONE:
+            lib.secp256k1_ec_pubkey_tweak_mul(_CTX, products + i, scalar_bytes)
+    first = int(ffi.cast("uintptr_t", products))
+    addresses += range(first, first + len(variable) * _ENTRY, _ENTRY)
+    if not addresses:
+        return None
+    pointers = ffi.from_buffer("secp256k1_pubkey *[]", array(_POINTER_CODE, addresses))
+    out = ffi.new("secp256k1_pubkey *")
+    if not lib.secp256k1_ec_pubkey_combine(_CTX, out, pointers, len(addresses)):
+        return None  # the sum is the point at infinity
+    return out
 
 
 def msm(terms: Iterable[tuple[int, Point]]) -> Point | None:
-    """Sum of scalar * point over ``terms``; None for the identity.
-
-    Zero scalars are skipped (libsecp256k1 refuses a zero tweak, and 0 * P adds nothing).
-    """
-    products = [point.multiply(_scalar_bytes(s)) for s, point in terms if s % ORDER]
-    if not products:
-        return None
-    try:
-        return PublicKey.combine_keys(products)
-    except ValueError:  # the sum is the point at infinity
-        return None
+    """Sum of scalar * point over ``terms``; None for the identity."""
+    out = _sum(terms)
+    return None if out is None else PublicKey(out)
 
 
-def is_identity(g_scalar: int, terms: Sequence[tuple[int, Point]]) -> bool:
-    """Whether g_scalar * G + sum(terms) is the identity (the verifier's one combined check).
-
-    The G term goes through libsecp256k1's fixed-base multiplication: the other terms are summed
-    and compared with (-g_scalar) * G.
-    """
-    rest = msm(terms)
-    target = (-g_scalar) % ORDER
-    if target == 0:
-        return rest is None
-    if rest is None:
-        return False
-    return bool(rest.format() == PublicKey.from_secret(target.to_bytes(32, "big")).format())
+def is_identity(terms: Iterable[tuple[int, Point]]) -> bool:
+    """Whether sum(scalar * point) is the identity: the verifier's one combined check."""
+    return _sum(terms) is None

@@ -356,9 +356,9 @@ def verification_checks(
     """Parse and replay one proof; None if the inputs or the proof are malformed.
 
     ``combiner`` (dalek's ``c``) joins the t-check and the inner-product check into one equation;
-    ``weight`` scales the whole equation for a batch. Both default to values drawn from the
-    transcript after the whole proof is absorbed (a deterministic single verification), which an
-    honest-or-not prover cannot steer without breaking SHA-512.
+    by default it is a challenge drawn from the transcript after the whole proof is absorbed (a
+    deterministic single verification, which a prover cannot steer without breaking SHA-512);
+    a batch passes a random one. ``weight`` (default 1) scales the whole equation for a batch.
     """
     try:
         n = bits_for_range(lo, hi)
@@ -374,28 +374,32 @@ def verification_checks(
         return None
     m = AGGREGATION
     nm = n * m
+    data = bytes(proof)
+    # The transcript takes the encodings as received (they are canonical: _parse checked them).
     transcript = _start(n, bytes(commitment), lo, hi, bytes(context))
-    transcript.append_point(b"A", parsed.a_pt)
-    transcript.append_point(b"S", parsed.s_pt)
+    transcript.append(b"A", data[2:35])
+    transcript.append(b"S", data[35:68])
     y = transcript.challenge(b"y")
     z = transcript.challenge(b"z")
-    transcript.append_point(b"T1", parsed.t1)
-    transcript.append_point(b"T2", parsed.t2)
+    transcript.append(b"T1", data[68:101])
+    transcript.append(b"T2", data[101:134])
     x = transcript.challenge(b"x")
-    transcript.append_scalar(b"t_hat", parsed.t_hat)
-    transcript.append_scalar(b"tau_x", parsed.tau_x)
-    transcript.append_scalar(b"mu", parsed.mu)
+    transcript.append(b"t_hat", data[134:166])
+    transcript.append(b"tau_x", data[166:198])
+    transcript.append(b"mu", data[198:230])
     w = transcript.challenge(b"w")
     us = []
-    for lp, rp in zip(parsed.ls, parsed.rs, strict=True):
-        transcript.append_point(b"L", lp)
-        transcript.append_point(b"R", rp)
+    for j in range(len(parsed.ls)):
+        pos = 230 + 2 * _POINT * j
+        transcript.append(b"L", data[pos : pos + _POINT])
+        transcript.append(b"R", data[pos + _POINT : pos + 2 * _POINT])
         us.append(transcript.challenge(b"u"))
     c = combiner if combiner is not None else transcript.challenge(b"combine")
     k = weight if weight is not None else 1
 
+    # One modular inversion for y and every u (Montgomery's trick).
+    y_inv, *u_inv = _batch_invert([y, *us])
     # dalek's InnerProductProof::verification_scalars
-    u_inv = [pow(u, -1, ORDER) for u in us]
     u_sq = [u * u % ORDER for u in us]
     u_inv_sq = [ui * ui % ORDER for ui in u_inv]
     s = [1] * nm
@@ -410,29 +414,44 @@ def verification_checks(
 
     a, b = parsed.a, parsed.b
     z2 = z * z % ORDER
-    y_inv = pow(y, -1, ORDER)
     y_inv_pow = _powers(y_inv, nm)
     z_and_2 = _z_and_2(z, n, m)
-    g_vec = [k * (-z - a * s[i]) % ORDER for i in range(nm)]
+    # g_i = k(-z - a s_i); h_i = k(z + y^-i (z^2 z^j 2^i - b s_(nm-1-i))), index i = j*n + (bit).
+    kz, ka, kb, kz2 = k * z % ORDER, k * a % ORDER, k * b % ORDER, k * z2 % ORDER
+    g_vec = [(-kz - ka * si) % ORDER for si in s]
     h_vec = [
-        k * (z + y_inv_pow[i] * (z2 * z_and_2[i] - b * s[nm - 1 - i])) % ORDER for i in range(nm)
+        (kz + yi * (kz2 * z2i - kb * si)) % ORDER
+        for yi, z2i, si in zip(y_inv_pow, z_and_2, reversed(s), strict=True)
     ]
     # V_0 = C - lo*G and V_1 = hi*G - C with weights c*z^2 and c*z^3.
     cz2 = c * z2 % ORDER
-    c_scalar = cz2 * (1 - z) % ORDER
     g_scalar = (
         w * (parsed.t_hat - a * b) + c * (_delta(n, m, y, z) - parsed.t_hat) + cz2 * (z * hi - lo)
-    ) % ORDER
-    h_scalar = (-parsed.mu - c * parsed.tau_x) % ORDER
+    )
+    h_scalar = -parsed.mu - c * parsed.tau_x
+    kc = k * c % ORDER
     terms: list[tuple[int, Point]] = [
         (k, parsed.a_pt),
         (k * x % ORDER, parsed.s_pt),
-        (k * c * x % ORDER, parsed.t1),
-        (k * c * x * x % ORDER, parsed.t2),
-        (k * c_scalar % ORDER, c_point),
+        (kc * x % ORDER, parsed.t1),
+        (kc * x % ORDER * x % ORDER, parsed.t2),
+        (k * cz2 % ORDER * (1 - z) % ORDER, c_point),
     ]
     terms += [(k * sq % ORDER, lp) for sq, lp in zip(u_sq, parsed.ls, strict=True)]
     terms += [(k * sq % ORDER, rp) for sq, rp in zip(u_inv_sq, parsed.rs, strict=True)]
     return Checks(
         g=k * g_scalar % ORDER, h=k * h_scalar % ORDER, g_vec=g_vec, h_vec=h_vec, terms=terms
     )
+
+
+def _batch_invert(values: list[int]) -> list[int]:
+    """Inverses mod q of non-zero ``values`` with one modular exponentiation."""
+    prefix = [1] * (len(values) + 1)
+    for i, v in enumerate(values):
+        prefix[i + 1] = prefix[i] * v % ORDER
+    inv = pow(prefix[-1], -1, ORDER)
+    out = [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = prefix[i] * inv % ORDER
+        inv = inv * values[i] % ORDER
+    return out
