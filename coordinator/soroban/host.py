@@ -1,9 +1,10 @@
-"""Runs the anchor contract for the local RPC stand-in: its own source on pysoroban's host.
+"""The anchor contract's source run on pysoroban's test host: a second executor, for tests.
 
 What executes is ``anchor_contract.py`` checked and lowered by pysoroban-compiler to its Typed IR
 (the same front end and IR that emit ``anchor.wasm``) and interpreted by ``pysoroban.testing``.
-The WASM itself is not executed here: no Soroban host (soroban-env-host) is available in Python
-(docs/soroban.md). There is therefore exactly one definition of the rules, the contract source.
+The local RPC stand-in runs the compiled WASM instead (:mod:`coordinator.soroban.wasm_host`);
+the unit tests run every contract rule on both and expect the same outcome, which checks the
+compiler's WASM against its own IR semantics and the WASM host against pysoroban's host.
 
 This module converts between Stellar XDR values (``SCVal``) and the test host's native values,
 records which addresses a call required authorisation from (simulation's recording mode), and
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pysoroban import compile_source
@@ -24,6 +24,13 @@ from stellar_sdk import Address, scval
 from stellar_sdk import xdr as sx
 
 from coordinator.soroban.contract import CONTRACT_SOURCE, contract_interface, contract_source
+from coordinator.soroban.wasm_host import (
+    ContractEventRecord,
+    HostAuthError,
+    HostContractError,
+    HostError,
+    Invocation,
+)
 
 __all__ = [
     "AnchorHost",
@@ -35,51 +42,6 @@ __all__ = [
     "native_to_scval",
     "scval_to_native",
 ]
-
-
-class HostError(Exception):
-    """The call trapped. ``diagnostic`` is Soroban's ``HostError: Error(Type, Code)`` wording."""
-
-    def __init__(self, diagnostic: str) -> None:
-        self.diagnostic = diagnostic
-        super().__init__(diagnostic)
-
-
-class HostContractError(HostError):
-    """The contract failed with its own error ``code`` (``Error(Contract, #code)``)."""
-
-    def __init__(self, code: int, case: str) -> None:
-        self.code = code
-        self.case = case
-        super().__init__(f"HostError: Error(Contract, #{code})\n\n{case}")
-
-
-class HostAuthError(HostError):
-    """``require_auth`` found no valid authorisation for ``address``."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        super().__init__(
-            f"HostError: Error(Auth, InvalidAction)\n\nmissing authorization for {address}"
-        )
-
-
-@dataclass(frozen=True)
-class ContractEventRecord:
-    """One contract event: topics and data as SCVal."""
-
-    topics: tuple[sx.SCVal, ...]
-    data: sx.SCVal
-
-
-@dataclass(frozen=True)
-class Invocation:
-    """The outcome of one successful call."""
-
-    return_value: sx.SCVal
-    events: tuple[ContractEventRecord, ...]
-    required_auth: tuple[str, ...]
-    written_keys: tuple[sx.SCVal, ...]
 
 
 def _type_to_scval(type_name: str, value: Any) -> sx.SCVal:

@@ -21,7 +21,8 @@ What it checks, as stellar-core does
   closes is dropped, so ``getTransaction`` keeps answering ``NOT_FOUND`` for it.
 - Ledgers close when :meth:`LocalRpc.close_ledger` is called (the aiohttp shell calls it on a
   timer); queued transactions are applied in arrival order, consuming the sequence number.
-- Contract calls run the anchor contract's own source (:mod:`coordinator.soroban.host`); the
+- Contract calls execute the anchor contract's compiled WASM with wasmtime and a Soroban host
+  written in Python (:mod:`coordinator.soroban.wasm_host` says what that host models); the
   admin's ``require_auth`` is satisfied by a source-account auth entry when the admin is the
   transaction's source, or by an address auth entry whose ed25519 signature verifies (legacy
   ``ADDRESS`` and CAP-71 ``ADDRESS_V2`` payloads, via stellar-sdk's preimage code).
@@ -38,7 +39,6 @@ archival and restoration, consensus, multiple validators, transaction sets and s
 strictly increasing close times (ledgers closing faster than once a second may share one),
 fee-bump envelopes, multi-signature accounts and thresholds, custom account contracts, any
 operation other than ``InvokeHostFunction``, and the ledger close meta (``metadataXdr`` is empty).
-The WASM is validated and stored but not executed: see :mod:`coordinator.soroban.host`.
 
 Time enters only through ``now`` arguments (unix seconds); this module does no I/O.
 """
@@ -58,7 +58,7 @@ from stellar_sdk.exceptions import BadSignatureError
 from stellar_sdk.operation import InvokeHostFunction
 
 from coordinator.soroban.contract import anchor_wasm
-from coordinator.soroban.host import AnchorHost, HostError, Invocation
+from coordinator.soroban.wasm_host import HostError, Invocation, WasmContract
 
 __all__ = [
     "LOCAL_PASSPHRASE",
@@ -99,7 +99,7 @@ class _Account:
 @dataclass
 class _Contract:
     wasm_hash: bytes
-    host: AnchorHost
+    host: WasmContract
     last_modified: int
     entries_modified: dict[str, int] = field(default_factory=dict)
 
@@ -447,7 +447,7 @@ class LocalRpc:
             if commit:
                 self.contracts[contract_id] = _Contract(
                     wasm_hash=wasm_hash,
-                    host=AnchorHost(contract_id=contract_id),
+                    host=WasmContract(contract_id=contract_id),
                     last_modified=self.ledger,
                 )
             return scval.to_address(contract_id), []

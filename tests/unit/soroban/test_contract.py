@@ -1,4 +1,8 @@
-"""The anchor contract: its WASM build and its rules, run from its source on pysoroban's host."""
+"""The anchor contract: its WASM build, and its rules on both executors.
+
+Every rule runs on the compiled WASM (wasmtime + our Soroban host, what the RPC stand-in uses) and
+on the contract source interpreted by pysoroban's test host; both must give the same outcome.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,13 @@ from coordinator.soroban.contract import (
     contract_interface,
     expected_chain,
 )
-from coordinator.soroban.host import AnchorHost, HostAuthError, HostContractError
+from coordinator.soroban.host import AnchorHost
+from coordinator.soroban.wasm_host import (
+    HostAuthError,
+    HostContractError,
+    HostError,
+    WasmContract,
+)
 
 CONTRACT_ID = "CAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABSC4"
 
@@ -34,9 +44,17 @@ def _args(gateway: str, seq: int, root: bytes, count: int) -> list[sx.SCVal]:
     ]
 
 
+EXECUTORS = {"wasm": WasmContract, "source": AnchorHost}
+
+
+@pytest.fixture(params=sorted(EXECUTORS))
+def make(request: pytest.FixtureRequest):
+    return lambda: EXECUTORS[request.param](contract_id=CONTRACT_ID)
+
+
 @pytest.fixture
-def host() -> AnchorHost:
-    h = AnchorHost(contract_id=CONTRACT_ID)
+def host(make) -> AnchorHost:
+    h = make()
     h.invoke(
         "init",
         [scval.to_address(_admin())],
@@ -156,8 +174,8 @@ def test_unauthorised_call_is_refused(host: AnchorHost) -> None:
     assert _last(host, "gw-a") == 0
 
 
-def test_anchor_requires_init_and_init_runs_once() -> None:
-    fresh = AnchorHost(contract_id=CONTRACT_ID)
+def test_anchor_requires_init_and_init_runs_once(make) -> None:
+    fresh = make()
     with pytest.raises(HostContractError) as err:
         _anchor(fresh, "gw-a", 1, b"\x01" * 32)
     assert err.value.case == "NOT_INITIALISED"
@@ -194,3 +212,54 @@ def test_uncommitted_call_leaves_no_trace(host: AnchorHost) -> None:
     assert len(inv.written_keys) == 3
     assert _last(host, "gw-a") == 0
     _anchor(host, "gw-a", 1, b"\x01" * 32)  # still possible
+
+
+def test_wasm_traps_cleanly_on_a_wrongly_typed_argument() -> None:
+    wasm = WasmContract(contract_id=CONTRACT_ID)
+    wasm.invoke(
+        "init",
+        [scval.to_address(_admin())],
+        auth_check=None,
+        commit=True,
+        ledger_sequence=2,
+        ledger_timestamp=0,
+    )
+    args = _args("gw-a", 1, b"\x01" * 32, 3)
+    args[1] = scval.to_uint32(1)  # the contract takes a u64
+    with pytest.raises(HostError) as err:
+        wasm.invoke(
+            "anchor", args, auth_check=None, commit=True, ledger_sequence=3, ledger_timestamp=0
+        )
+    assert "Error(Value, UnexpectedType)" in err.value.diagnostic
+    assert wasm.storage["persistent"] == {}
+
+
+def test_wasm_host_handles_values_beyond_the_small_encoding() -> None:
+    wasm = WasmContract(contract_id=CONTRACT_ID)
+    wasm.invoke(
+        "init",
+        [scval.to_address(_admin())],
+        auth_check=None,
+        commit=True,
+        ledger_sequence=2,
+        ledger_timestamp=0,
+    )
+    with pytest.raises(HostContractError) as err:  # u64 >= 2**56 travels as an object
+        wasm.invoke(
+            "anchor",
+            _args("gw-a", 2**60, b"\x01" * 32, 3),
+            auth_check=None,
+            commit=True,
+            ledger_sequence=3,
+            ledger_timestamp=0,
+        )
+    assert err.value.case == "OUT_OF_ORDER"
+    inv = wasm.invoke(
+        "last",
+        [scval.to_string("a-gateway-id-longer-than-nine-characters")],
+        auth_check=None,
+        commit=False,
+        ledger_sequence=3,
+        ledger_timestamp=0,
+    )
+    assert scval.from_uint64(inv.return_value) == 0
