@@ -14,6 +14,7 @@ import socket
 import subprocess
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -200,8 +201,6 @@ def gateway_broker(tmp_path: Path) -> Iterator[tuple[int, str]]:
             layout.etc_dir / "gateway.toml",
         ],
     )
-    import tomllib
-
     gw_password = tomllib.loads(Path(layout.etc_dir / "gateway.toml").read_text())["mqtt"][
         "password"
     ]
@@ -297,3 +296,133 @@ def _refused(port: int, user: str, password: str) -> None:
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 (cryptography), as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("ngrid test CA"))
+        .issuer_name(name("ngrid test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def test_tls_listener_from_given_certificates(tmp_path: Path) -> None:
+    """With --tls-*, meters connect over TLS with their credentials; plain is loopback-only."""
+    sysroot = tmp_path / "sysroot"
+    layout = GatewayLayout(
+        etc_dir=PurePosixPath(sysroot / "etc/ngrid"),
+        state_dir=PurePosixPath(sysroot / "var/lib/ngrid"),
+        mosquitto_dir=PurePosixPath(sysroot / "etc/mosquitto/ngrid"),
+        mosquitto_conf_d=PurePosixPath(sysroot / "etc/mosquitto/conf.d"),
+        mosquitto_persistence=PurePosixPath(sysroot / "var/lib/mosquitto"),
+    )
+    (sysroot / "var/lib/mosquitto").mkdir(parents=True)
+    ca, cert, key = _self_signed(tmp_path)
+    plain_port, tls_port = free_port(), free_port()
+    with Inventory(path=tmp_path / "inventory.json") as inventory:
+        provision_gateway(
+            inventory=inventory,
+            name="gw1",
+            out_dir=tmp_path / "bundle",
+            broker_host="127.0.0.1",
+            broker_port=plain_port,
+            layout=layout,
+            now=NOW,
+            by="t@b",
+        )
+        meter_key = os.urandom(32)
+        inventory.put_meter(_meter("m-alpha", meter_key), mac_key=meter_key)
+        bundle = provision_gateway(
+            inventory=inventory,
+            name="gw1",
+            out_dir=tmp_path / "bundle",
+            broker_host="127.0.0.1",
+            broker_port=plain_port,
+            layout=layout,
+            now=NOW,
+            by="t@b",
+            tls_ca=ca,
+            tls_cert=cert,
+            tls_key=key,
+            tls_port=tls_port,
+        )
+    certs = layout.mosquitto_dir / "certs"
+    _install(
+        bundle,
+        [
+            layout.mosquitto_conf_d / "ngrid.conf",
+            layout.mosquitto_dir / "passwords",
+            layout.mosquitto_dir / "acl",
+            certs / "ca.crt",
+            certs / "server.crt",
+            certs / "server.key",
+        ],
+    )
+    with _broker(sysroot, layout, tls_port):
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.tls_set(ca_certs=str(ca))
+        client.username_pw_set("m-alpha", PASSWORDS["m-alpha"])
+        codes: list[ReasonCode] = []
+        published: list[ReasonCode] = []
+        client.on_connect = lambda c, u, f, rc, p=None: codes.append(rc)
+        client.on_publish = lambda c, u, mid, rc, p=None: published.append(rc)
+        client.connect("127.0.0.1", tls_port)
+        client.loop_start()
+        try:
+            assert _wait_for(lambda: codes) and codes[0] == 0
+            client.publish("ngrid/gw1/m-alpha/state", b"over tls", qos=1)
+            assert (
+                _wait_for(lambda: published) and not published[0].is_failure
+            )  # 0x10: no subscriber
+        finally:
+            client.loop_stop()
+            client.disconnect()
+        # The plain listener answers on loopback only.
+        conf = (sysroot / "etc/mosquitto/conf.d/ngrid.conf").read_text().splitlines()
+        assert f"listener {plain_port} 127.0.0.1" in conf
