@@ -10,6 +10,7 @@ import pytest
 from edge.zk import (
     Opening,
     commit,
+    precompute,
     proof_size,
     prove_at_least,
     prove_range,
@@ -23,6 +24,15 @@ from edge.zk.rangeproof import prove
 
 CONTEXT = b"gateway=gw-1;trade=42;epoch=7"
 FIELD_P = 2**256 - 2**32 - 977
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tables() -> None:
+    """Fixed-base tables for the 16-bit generators: makes the ~5,000 verifications here fast.
+
+    The plain path (no tables) is exercised in test_fixed_base.py.
+    """
+    precompute(16)
 
 
 @cache
