@@ -257,3 +257,47 @@ def test_secret_key_comes_from_a_file_or_the_environment(
         filed.keypair()
     secret.write_text(kp.secret + "\n")
     assert filed.keypair().public_key == kp.public_key
+
+
+async def test_one_transaction_in_flight_per_account(deployed: Deployed) -> None:
+    deployed.rpc.ledger_close_ms = 100
+    async with deployed.submitter() as sub:
+        results = await asyncio.gather(
+            sub.anchor("gw-oak", 1, root(1), 1),
+            sub.anchor("gw-elm", 1, root(2), 1),
+            sub.anchor("gw-ash", 1, root(3), 1),
+        )
+    ledgers = sorted(r.ledger for r in results)
+    assert len(set(ledgers)) == 3  # serialised: one per ledger, none refused for its sequence
+    for gateway in ("gw-oak", "gw-elm", "gw-ash"):
+        assert deployed.anchored(gateway) == [1]
+
+
+async def test_state_file_survives_a_restart_of_the_stand_in(tmp_path: Path) -> None:
+    state = tmp_path / "chain.json"
+    kp = Keypair.random()
+    store = SqliteEnvelopeStore(path=tmp_path / "anchors.sqlite")
+    async with local_soroban(ledger_close_ms=50, state_path=state) as rpc:
+        await rpc.fund(kp.public_key)
+        config = SorobanConfig(rpc_url=rpc.url, network_passphrase=LOCAL_PASSPHRASE, contract_id="")
+        async with Submitter(config=config, store=store, keypair=kp, poll_interval_s=0.02) as sub:
+            cid = await deploy_anchor_contract(submitter=sub)
+        config = SorobanConfig(
+            rpc_url=rpc.url, network_passphrase=LOCAL_PASSPHRASE, contract_id=cid
+        )
+        async with Submitter(config=config, store=store, keypair=kp, poll_interval_s=0.02) as sub:
+            first = await sub.anchor("gw", 1, root(1), 2)
+    async with local_soroban(ledger_close_ms=50, state_path=state) as rpc:
+        assert rpc.rpc.applied[first.tx_hash].ledger == first.ledger
+        config = SorobanConfig(
+            rpc_url=rpc.url, network_passphrase=LOCAL_PASSPHRASE, contract_id=cid
+        )
+        async with Submitter(config=config, store=store, keypair=kp, poll_interval_s=0.02) as sub:
+            assert await sub.anchor("gw", 1, root(1), 2) == first  # from the store
+            second = await sub.anchor("gw", 2, root(2), 2)
+        fresh = Submitter(config=config, store=SqliteEnvelopeStore(path=":memory:"), keypair=kp)
+        async with fresh:
+            with pytest.raises(AnchorRefusedError) as err:  # the replayed chain knows batch 2
+                await fresh.anchor("gw", 2, root(7), 2)
+            assert err.value.case == "OUT_OF_ORDER"
+    assert second.chain == expected_chain(first.chain, root(2), 2, 2)
