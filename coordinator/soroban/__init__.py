@@ -21,6 +21,7 @@ from coordinator.soroban.submitter import (
     SqliteEnvelopeStore,
     StoredTx,
     Submitter,
+    anchor_contract_id,
     deploy_anchor_contract,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "SqliteEnvelopeStore",
     "StoredTx",
     "Submitter",
+    "anchor_contract_id",
     "deploy_anchor_contract",
     "expected_chain",
     "local_soroban",

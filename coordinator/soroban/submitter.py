@@ -32,10 +32,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from stellar_sdk import Keypair, SorobanServerAsync, TransactionBuilder, TransactionEnvelope, scval
+from stellar_sdk import (
+    Address,
+    Keypair,
+    Network,
+    SorobanServerAsync,
+    TransactionBuilder,
+    TransactionEnvelope,
+    scval,
+)
 from stellar_sdk import xdr as sx
 from stellar_sdk.exceptions import PrepareTransactionException
 from stellar_sdk.soroban_rpc import GetTransactionStatus, SendTransactionStatus
+from stellar_sdk.soroban_server_async import Durability
 
 from coordinator.errors import AnchorRefusedError, ConfigError, SubmissionError
 from coordinator.soroban.contract import ANCHOR_ERRORS, anchor_wasm
@@ -47,6 +56,7 @@ __all__ = [
     "SqliteEnvelopeStore",
     "StoredTx",
     "Submitter",
+    "anchor_contract_id",
     "deploy_anchor_contract",
 ]
 
@@ -455,24 +465,64 @@ def _replace(record: StoredTx, **changes: object) -> StoredTx:
     return replace(record, **changes)  # type: ignore[arg-type]
 
 
+def anchor_contract_id(*, deployer: str, salt: bytes, network_passphrase: str) -> str:
+    """The id (C…) of the contract ``deployer`` creates with ``salt`` on that network.
+
+    ``sha256(HashIDPreimage(ENVELOPE_TYPE_CONTRACT_ID, networkID, FROM_ADDRESS(deployer, salt)))``.
+    """
+    preimage = sx.HashIDPreimage(
+        sx.EnvelopeType.ENVELOPE_TYPE_CONTRACT_ID,
+        contract_id=sx.HashIDPreimageContractID(
+            sx.Hash(Network(network_passphrase).network_id()),
+            sx.ContractIDPreimage(
+                sx.ContractIDPreimageType.CONTRACT_ID_PREIMAGE_FROM_ADDRESS,
+                from_address=sx.ContractIDPreimageFromAddress(
+                    Address(deployer).to_xdr_sc_address(), sx.Uint256(salt)
+                ),
+            ),
+        ),
+    )
+    return Address.from_raw_contract(_sha256(preimage.to_xdr_bytes())).address
+
+
 async def deploy_anchor_contract(
     *, submitter: Submitter, admin: str | None = None, salt: bytes = bytes(32)
 ) -> str:
     """Upload the anchor WASM, create an instance from the submitter's account and ``init`` it.
 
     ``admin`` defaults to the submitter's account. Returns the contract id (C…), which is
-    determined by the deployer, ``salt`` and the network. Idempotent through the store.
+    determined by the deployer, ``salt`` and the network (:func:`anchor_contract_id`). Steps
+    already on chain are skipped, so running it again against the same network is harmless.
     """
     wasm = anchor_wasm()
     source = submitter.source
-    await submitter.submit(
-        "deploy/upload", lambda b: b.append_upload_contract_wasm_op(contract=wasm)
+    server = submitter.server
+    contract_id = anchor_contract_id(
+        deployer=source, salt=salt, network_passphrase=submitter.config.network_passphrase
     )
-    created = await submitter.submit(
-        f"deploy/create/{salt.hex()}",
-        lambda b: b.append_create_contract_op(wasm_id=_sha256(wasm), address=source, salt=salt),
-    )
-    contract_id = scval.from_address(sx.SCVal.from_xdr_bytes(created.chain)).address
+    if (
+        await server.get_contract_data(
+            contract_id,
+            sx.SCVal(sx.SCValType.SCV_LEDGER_KEY_CONTRACT_INSTANCE),
+            Durability.PERSISTENT,
+        )
+        is None
+    ):
+        code_key = sx.LedgerKey(
+            sx.LedgerEntryType.CONTRACT_CODE,
+            contract_code=sx.LedgerKeyContractCode(sx.Hash(_sha256(wasm))),
+        )
+        if not (await server.get_ledger_entries([code_key])).entries:
+            await submitter.submit(
+                "deploy/upload", lambda b: b.append_upload_contract_wasm_op(contract=wasm)
+            )
+        created = await submitter.submit(
+            f"deploy/create/{salt.hex()}",
+            lambda b: b.append_create_contract_op(wasm_id=_sha256(wasm), address=source, salt=salt),
+        )
+        got = scval.from_address(sx.SCVal.from_xdr_bytes(created.chain)).address
+        if got != contract_id:
+            raise SubmissionError(f"created contract {got}, expected {contract_id}")
     init_submitter = Submitter(
         config=SorobanConfig(
             rpc_url=submitter.config.rpc_url,
@@ -482,14 +532,18 @@ async def deploy_anchor_contract(
         ),
         store=submitter.store,
         keypair=submitter.keypair,
-        server=submitter.server,
+        server=server,
         clock=submitter.clock,
         sleep=submitter.sleep,
         poll_interval_s=submitter.poll_interval_s,
     )
-    await init_submitter.invoke(
-        f"deploy/init/{contract_id}", "init", [scval.to_address(admin or source)]
-    )
+    try:
+        await init_submitter.invoke(
+            f"deploy/init/{contract_id}", "init", [scval.to_address(admin or source)]
+        )
+    except AnchorRefusedError as err:
+        if err.case != "ALREADY_INITIALISED":
+            raise
     return contract_id
 
 

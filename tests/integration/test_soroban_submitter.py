@@ -18,6 +18,7 @@ from coordinator.soroban import (
     SorobanConfig,
     SqliteEnvelopeStore,
     Submitter,
+    anchor_contract_id,
     deploy_anchor_contract,
     expected_chain,
     local_soroban,
@@ -289,6 +290,13 @@ async def test_state_file_survives_a_restart_of_the_stand_in(tmp_path: Path) -> 
             first = await sub.anchor("gw", 1, root(1), 2)
     async with local_soroban(ledger_close_ms=50, state_path=state) as rpc:
         assert rpc.rpc.applied[first.tx_hash].ledger == first.ledger
+        config = SorobanConfig(rpc_url=rpc.url, network_passphrase=LOCAL_PASSPHRASE, contract_id="")
+        fresh_store = SqliteEnvelopeStore(path=":memory:")
+        async with Submitter(config=config, store=fresh_store, keypair=kp) as sub:
+            assert await deploy_anchor_contract(submitter=sub) == cid  # found, not redeployed
+        assert cid == anchor_contract_id(
+            deployer=kp.public_key, salt=bytes(32), network_passphrase=LOCAL_PASSPHRASE
+        )
         config = SorobanConfig(
             rpc_url=rpc.url, network_passphrase=LOCAL_PASSPHRASE, contract_id=cid
         )
