@@ -13,10 +13,16 @@ the same order, over a hash we have in the standard library.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 from edge.zk._group import ORDER, Point, encode_point
 
 __all__ = ["Transcript"]
+
+
+@lru_cache(maxsize=256)
+def _prefix(label: bytes, length: int) -> bytes:
+    return len(label).to_bytes(1, "big") + label + length.to_bytes(4, "big")
 
 
 class Transcript:
@@ -30,9 +36,7 @@ class Transcript:
 
     def append(self, label: bytes, data: bytes) -> None:
         """Absorb one labelled message."""
-        self._state.update(
-            len(label).to_bytes(1, "big") + label + len(data).to_bytes(4, "big") + data
-        )
+        self._state.update(_prefix(label, len(data)) + data)
 
     def append_u64(self, label: bytes, value: int) -> None:
         """Absorb an integer in [0, 2^64) as 8 bytes big-endian."""

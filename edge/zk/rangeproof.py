@@ -122,9 +122,13 @@ def _z_and_2(z: int, n: int, m: int) -> list[int]:
     return out
 
 
-def _delta(n: int, m: int, y: int, z: int) -> int:
-    """delta(y, z) = (z - z^2) <1, y^nm> - sum_j z^(j+3) <1, 2^n>."""
-    sum_y = sum(_powers(y, n * m)) % ORDER
+def _delta(n: int, m: int, y: int, z: int, sum_y: int | None = None) -> int:
+    """delta(y, z) = (z - z^2) <1, y^nm> - sum_j z^(j+3) <1, 2^n>.
+
+    ``sum_y`` = <1, y^nm> when the caller has it already.
+    """
+    if sum_y is None:
+        sum_y = sum(_powers(y, n * m)) % ORDER
     sum_2 = (1 << n) - 1
     sum_z = sum(_powers(z, m)) % ORDER
     z2 = z * z % ORDER
@@ -415,19 +419,20 @@ def verification_checks(
     a, b = parsed.a, parsed.b
     z2 = z * z % ORDER
     y_inv_pow = _powers(y_inv, nm)
-    z_and_2 = _z_and_2(z, n, m)
+    # <1, y^nm> = y^(nm-1) <1, y^-nm>
+    sum_y = pow(y, nm - 1, ORDER) * sum(y_inv_pow) % ORDER
     # g_i = k(-z - a s_i); h_i = k(z + y^-i (z^2 z^j 2^i - b s_(nm-1-i))), index i = j*n + (bit).
     kz, ka, kb, kz2 = k * z % ORDER, k * a % ORDER, k * b % ORDER, k * z2 % ORDER
+    kz2_zj_2i = [kz2 * zj % ORDER << i for zj in _powers(z, m) for i in range(n)]
     g_vec = [(-kz - ka * si) % ORDER for si in s]
     h_vec = [
-        (kz + yi * (kz2 * z2i - kb * si)) % ORDER
-        for yi, z2i, si in zip(y_inv_pow, z_and_2, reversed(s), strict=True)
+        (kz + yi * (t - kb * si)) % ORDER
+        for yi, t, si in zip(y_inv_pow, kz2_zj_2i, reversed(s), strict=True)
     ]
     # V_0 = C - lo*G and V_1 = hi*G - C with weights c*z^2 and c*z^3.
     cz2 = c * z2 % ORDER
-    g_scalar = (
-        w * (parsed.t_hat - a * b) + c * (_delta(n, m, y, z) - parsed.t_hat) + cz2 * (z * hi - lo)
-    )
+    delta = _delta(n, m, y, z, sum_y)
+    g_scalar = w * (parsed.t_hat - a * b) + c * (delta - parsed.t_hat) + cz2 * (z * hi - lo)
     h_scalar = -parsed.mu - c * parsed.tau_x
     kc = k * c % ORDER
     terms: list[tuple[int, Point]] = [
