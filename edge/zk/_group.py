@@ -1,14 +1,21 @@
 """The prime-order group: secp256k1 through coincurve (libsecp256k1), and the generators.
 
-Every point operation is libsecp256k1's: ``PublicKey.multiply`` (``secp256k1_ec_pubkey_tweak_mul``),
-``PublicKey.combine_keys`` (``secp256k1_ec_pubkey_combine``), ``PublicKey.from_secret``
-(``secp256k1_ec_pubkey_create``) and ``PublicKey(bytes)`` (``secp256k1_ec_pubkey_parse``, which
-refuses x >= p and points off the curve). Only scalar arithmetic modulo the group order is done
-here, with Python integers.
+Every point operation is libsecp256k1's, reached through coincurve: ``PublicKey(bytes)``
+(``secp256k1_ec_pubkey_parse``, which refuses x >= p and points off the curve) and, for speed,
+coincurve's own cffi handle on the library (``coincurve._libsecp256k1``; coincurve >= 20, < 22
+as pinned): ``secp256k1_ec_pubkey_tweak_mul`` (constant-time scalar multiplication) and
+``secp256k1_ec_pubkey_combine`` (adds many points in one call). Only scalar arithmetic modulo the
+group order is done here, with Python integers; there is no hand-written field arithmetic.
 
 Generators (docs/zk.md, "Generators"): ``G`` is the standard secp256k1 base point; ``H`` and the
 vector generators ``G_i``, ``H_i`` come from :func:`hash_to_curve` under :data:`DOMAIN_TAG`, so
 nobody knows a discrete log between any two of them.
+
+Multi-scalar sums (:func:`msm`, :func:`is_identity`) multiply each point by its scalar (or look
+the product up in a fixed-base table built by :func:`precompute`) and add all products with one
+``secp256k1_ec_pubkey_combine``. Not constant-time as a whole: the Python scalar arithmetic and
+the table look-ups depend on the scalars, so run the prover where local timing attackers are not
+a concern (the gateway already holds the SoC in the clear).
 """
 
 from __future__ import annotations
