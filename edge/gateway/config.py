@@ -115,6 +115,7 @@ class TelemetryConfig:
 class LockConfig:
     timeout_ms: int = 3000
     prove_before_lock: bool = True
+    telemetry_wait_ms: int = 10_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -347,6 +348,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> GatewayConfig:
     locks = LockConfig(
         timeout_ms=lk.int("timeout_ms", 3000, lo=1),
         prove_before_lock=lk.bool("prove_before_lock", True),
+        telemetry_wait_ms=lk.int("telemetry_wait_ms", 10_000, lo=0),
     )
     lk.done()
 

@@ -27,10 +27,12 @@ Rules (docs/gateway.md):
   ``base_price * (10**8 + scarcity_bp * (10000 - soc)) // 10**8`` ticks/kWh (``base_price`` at
   full charge, ``base_price * (1 + scarcity_bp / 10000)`` when empty). A change is an order-log
   event (edge.market ReferencePrice).
-- A trade is locked only if the seller's meter has fresh telemetry and
-  ``SoC - reserved >= reserve_bp + ceil(wh * 10000 / capacity_wh)``, ``reserved`` being
-  ``ceil(locked Wh * 10000 / capacity_wh)`` over the meter's undecided locks. Otherwise the
-  trade is voided and the rest of the sell order cancelled (both logged).
+- A trade is locked only if ``SoC - reserved >= reserve_bp + ceil(wh * 10000 / capacity_wh)``
+  on the seller meter's fresh telemetry, ``reserved`` being ``ceil(locked Wh * 10000 /
+  capacity_wh)`` over the meter's undecided locks. Without fresh telemetry the trade waits up to
+  ``telemetry_wait_ms`` for it (a restarted gateway has heard nobody yet). If the SoC does not
+  cover the sale, or the meter stays silent, or the seller has no meter, the trade is voided and
+  the rest of the sell order cancelled (both logged).
 - The lock command goes out after the proof (``prove_before_lock``, the default) or right after
   the check above, the proof then being awaited before settlement. The lock's ack settles the
   trade; a refusal, or no ack by ``timeout_ms`` after the command, voids it.
@@ -203,9 +205,11 @@ class OrderRejected(GatewayError, ValueError):
 class _Pending:
     trade: Trade
     meter: Meter
-    soc_bp: int
-    threshold_bp: int
-    reserved_bp: int
+    checked: bool = False  # SoC checked and proof requested
+    wait_until: int | None = None  # waiting for the seller's first fresh telemetry
+    soc_bp: int = 0
+    threshold_bp: int = 0
+    reserved_bp: int = 0
     commitment: bytes | None = None
     proof: bytes | None = None
     deadline: int | None = None  # set when the lock command is sent
@@ -340,7 +344,7 @@ class GatewayCore:
         return Publish(self._topic(meter.id, "cmd"), payload, trade, "release")
 
     def _reserved_wh(self, meter: str) -> int:
-        held = sum(p.trade.wh for p in self.pending.values() if p.meter.id == meter)
+        held = sum(p.trade.wh for p in self.pending.values() if p.meter.id == meter and p.checked)
         return held + sum(lk.wh for lk in self.locks.values() if lk.meter == meter)
 
     def _fresh(self, tel: Telemetry | None, now: int) -> bool:
@@ -430,41 +434,47 @@ class GatewayCore:
     def _on_trades(self, trades: list[Trade], now: int, out: list[Effect]) -> None:
         for trade in trades:
             meter = self.home_meter.get(trade.seller)
-            tel = self.telemetry.get(meter.id) if meter else None
-            if meter is None or tel is None or not self._fresh(tel, now):
-                self._void(trade.id, "no_telemetry", now, out, cancel=trade.sell)
+            if meter is None:
+                self._void(trade.id, "no_meter", now, out, cancel=trade.sell)
                 continue
-            reserved_bp = _ceil_div(self._reserved_wh(meter.id) * 10_000, meter.capacity_wh)
-            threshold_bp = meter.reserve_bp + _ceil_div(trade.wh * 10_000, meter.capacity_wh)
-            if tel.soc_bp - reserved_bp < threshold_bp:
-                self._void(trade.id, "soc_below_reserve", now, out, cancel=trade.sell)
-                continue
-            pending = _Pending(
-                trade=trade,
-                meter=meter,
+            pending = _Pending(trade=trade, meter=meter)
+            self.pending[trade.id] = pending
+            out.append(Note("matched", {"trade": trade.id, "wh": trade.wh, "price": trade.price}))
+            tel = self.telemetry.get(meter.id)
+            if tel is not None and self._fresh(tel, now):
+                self._check(pending, tel, now, out)
+            else:
+                pending.wait_until = now + self.config.locks.telemetry_wait_ms
+                out.append(Note("awaiting_telemetry", {"trade": trade.id, "meter": meter.id}))
+
+    def _check(self, p: _Pending, tel: Telemetry, now: int, out: list[Effect]) -> None:
+        """The seller's SoC must cover the sale above the reserve, counting locks held."""
+        meter, trade = p.meter, p.trade
+        p.wait_until = None
+        reserved_bp = _ceil_div(self._reserved_wh(meter.id) * 10_000, meter.capacity_wh)
+        threshold_bp = meter.reserve_bp + _ceil_div(trade.wh * 10_000, meter.capacity_wh)
+        if tel.soc_bp - reserved_bp < threshold_bp:
+            self._void(trade.id, "soc_below_reserve", now, out, cancel=trade.sell)
+            return
+        p.soc_bp, p.threshold_bp, p.reserved_bp = tel.soc_bp, threshold_bp, reserved_bp
+        p.checked = True
+        out.append(
+            Prove(
+                trade=trade.id,
                 soc_bp=tel.soc_bp,
                 threshold_bp=threshold_bp,
                 reserved_bp=reserved_bp,
-            )
-            self.pending[trade.id] = pending
-            out.append(Note("matched", {"trade": trade.id, "wh": trade.wh, "price": trade.price}))
-            out.append(
-                Prove(
+                context=proof_context(
+                    gateway=self.config.id,
                     trade=trade.id,
-                    soc_bp=tel.soc_bp,
-                    threshold_bp=threshold_bp,
-                    reserved_bp=reserved_bp,
-                    context=proof_context(
-                        gateway=self.config.id,
-                        trade=trade.id,
-                        seller=trade.seller,
-                        wh=trade.wh,
-                        interval=trade.interval,
-                    ),
-                )
+                    seller=trade.seller,
+                    wh=trade.wh,
+                    interval=trade.interval,
+                ),
             )
-            if not self.config.locks.prove_before_lock:
-                self._send_lock(pending, now, out)
+        )
+        if not self.config.locks.prove_before_lock:
+            self._send_lock(p, now, out)
 
     def _send_lock(self, p: _Pending, now: int, out: list[Effect]) -> None:
         p.deadline = now + self.config.locks.timeout_ms
@@ -620,6 +630,9 @@ class GatewayCore:
         self._soc_cap += new[0] - old[0]
         self._cap += new[1] - old[1]
         out: list[Effect] = []
+        for p in list(self.pending.values()):
+            if p.meter.id == meter.id and p.wait_until is not None and p.trade.id in self.pending:
+                self._check(p, tel, now, out)
         self._deliveries(now, out, meter=meter.id, tel=tel)
         self._update_reference(now, out)
         return out
@@ -705,6 +718,9 @@ class GatewayCore:
         """Lock timeouts, interval closes, delivery checks, standing policies, batch timing."""
         out: list[Effect] = []
         for trade_id, p in list(self.pending.items()):
+            if p.wait_until is not None and now >= p.wait_until and trade_id in self.pending:
+                self._void(trade_id, "no_telemetry", now, out, cancel=p.trade.sell)
+                continue
             if (
                 p.deadline is not None
                 and not p.acked

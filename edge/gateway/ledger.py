@@ -11,6 +11,8 @@ docs/gateway.md ("Ledger schema"); ``PRAGMA user_version`` holds its version and
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -84,6 +86,11 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 POOL_ACCOUNT = "pool"
 
+#: Fault injection for the crash tests (tests/integration/test_gateway_crash.py): when set to
+#: ``n``, the process SIGKILLs itself inside the ``n``-th settlement transaction, after the trade
+#: and fill rows are written and before the commit. Never set in production.
+CRASH_ENV = "NGRID_TEST_CRASH_IN_SETTLEMENT"
+
 
 @dataclass(frozen=True, kw_only=True)
 class ActiveLock:
@@ -118,6 +125,8 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        crash = os.environ.get(CRASH_ENV, "")
+        self._crash_countdown = int(crash) if crash.isdigit() else 0
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -177,6 +186,10 @@ class Ledger:
                     (trade.id, "sell", trade.sell, trade.seller, trade.wh),
                 ],
             )
+            if self._crash_countdown:
+                self._crash_countdown -= 1
+                if not self._crash_countdown:
+                    os.kill(os.getpid(), signal.SIGKILL)
             db.executemany(
                 "INSERT INTO yields (trade, kind, account, amount) VALUES (?,?,?,?)",
                 [

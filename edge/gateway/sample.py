@@ -59,6 +59,7 @@ max_power_w = 50000
 [locks]
 timeout_ms = 3000
 prove_before_lock = true
+telemetry_wait_ms = 10000            # a trade waits this long for the seller's telemetry
 
 [batch]
 every_s = 300

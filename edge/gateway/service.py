@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import json
 import logging
+import multiprocessing
 import random
 import signal
 import sys
@@ -120,11 +121,13 @@ class GatewayService:
         clock: Callable[[], int] = _wall_ms,
         tick_s: float = 0.1,
         prover_workers: int = 1,
+        handle_signals: bool = True,
     ) -> None:
         self.config = config
         self.codec = codec or JsonHmacCodec(gateway=config.id)
         self.clock = clock
         self.tick_s = tick_s
+        self.handle_signals = handle_signals
         self.key = load_signing_key(config.signing_key)
         self.orderlog = OrderLog(config.orderlog_path)
         self.ledger = Ledger(config.ledger_path)
@@ -147,7 +150,11 @@ class GatewayService:
         self.ready = asyncio.Event()
         self.outbox_wake = asyncio.Event()
         self.mqtt_connected = asyncio.Event()
-        self.prover = concurrent.futures.ProcessPoolExecutor(max_workers=prover_workers)
+        # forkserver: workers must not inherit the API's listening socket (a worker outliving a
+        # killed gateway would keep the port).
+        self.prover = concurrent.futures.ProcessPoolExecutor(
+            max_workers=prover_workers, mp_context=multiprocessing.get_context("forkserver")
+        )
         self.uploads = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -375,7 +382,14 @@ class GatewayService:
         runner = web.AppRunner(make_app(self), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.config.api.host, self.config.api.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as err:
+            await runner.cleanup()
+            raise GatewayError(
+                f"cannot listen on {self.config.api.host}:{self.config.api.port} "
+                f"([api] host/port): {err.strerror}"
+            ) from err
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             self.api_port = server.sockets[0].getsockname()[1]
@@ -412,11 +426,16 @@ class GatewayService:
     async def run(self) -> None:
         """Run until :meth:`stop` (or SIGTERM/SIGINT); then shut down cleanly."""
         self._loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                self._loop.add_signal_handler(sig, self.stop)
+        if self.handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    self._loop.add_signal_handler(sig, self.stop)
         self.perform(self._restart_effects)
         self._restart_effects = []
+        # Start the proof worker now, before any socket is open, so the first trade is not slow.
+        await self._loop.run_in_executor(
+            self.prover, make_proof, 5000, 2000, 0, b"ngrid/gateway/warm-up"
+        )
         try:
             async with asyncio.TaskGroup() as group:
                 if self.config.mqtt.embedded_broker:
@@ -477,5 +496,5 @@ def run_gateway(config: GatewayConfig) -> None:
 
     try:
         asyncio.run(main())
-    except GatewayError:
-        raise
+    except* GatewayError as group:
+        raise group.exceptions[0] from None

@@ -184,12 +184,25 @@ def test_seller_below_reserve_is_voided_and_sell_cancelled(config: GatewayConfig
     assert core.voids["soc_below_reserve"] == 1
 
 
-def test_seller_without_telemetry_cannot_lock(config: GatewayConfig) -> None:
+def test_trade_waits_for_the_sellers_telemetry(config: GatewayConfig) -> None:
     core = new_core(config)
     core.place(home="alice", side="sell", wh=1000, price=120, interval=None, now=T0)
     _, effects = core.place(home="bob", side="buy", wh=600, price=150, interval=None, now=T0 + 1)
-    assert log_ops(effects) == ["order", "void", "cancel"]
+    assert log_ops(effects) == ["order"] and of(effects, Prove) == []
+    # Telemetry arrives within telemetry_wait_ms: the trade goes on to its proof.
+    effects = report(core, "m-a", seq=1, now=T0 + 500, soc_bp=8000)
+    assert [p.trade for p in of(effects, Prove)] == ["t1"]
+
+
+def test_silent_seller_voids_the_trade_and_cancels_the_sell(config: GatewayConfig) -> None:
+    core = new_core(config)
+    core.place(home="alice", side="sell", wh=1000, price=120, interval=None, now=T0)
+    core.place(home="bob", side="buy", wh=600, price=150, interval=None, now=T0 + 1)
+    wait = config.locks.telemetry_wait_ms
+    assert log_ops(core.tick(now=T0 + wait)) == []
+    assert log_ops(core.tick(now=T0 + 1 + wait)) == ["void", "cancel"]
     assert core.voids["no_telemetry"] == 1
+    assert core.orders_of("bob")[0]["status"] == "open"
 
 
 def test_locks_already_held_count_against_the_next_sale(config: GatewayConfig) -> None:
