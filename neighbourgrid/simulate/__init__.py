@@ -1,0 +1,96 @@
+"""``ngrid simulate``: a neighbourhood end to end on real household data.
+
+Real inputs (:mod:`neighbourgrid.simulate.inputs`: the BDEW H0 profile from demandlib, PV from
+pvlib on a weather file pvlib ships), a seeded mix of homes (:mod:`~neighbourgrid.simulate.homes`)
+with battery models (:mod:`~neighbourgrid.simulate.battery`), the physics of each home
+(:mod:`~neighbourgrid.simulate.physics`), the run through every part of the system
+(:mod:`~neighbourgrid.simulate.run`) and the report (:mod:`~neighbourgrid.simulate.report`).
+See docs/simulate.md.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import click
+
+from edge.errors import ConfigError
+
+__all__ = ["simulate"]
+
+DEFAULT_START = "2025-04-11"
+
+
+def _parse_start(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"--start must be a date like {DEFAULT_START}", key="start") from None
+
+
+@click.command()
+@click.option("--homes", type=int, default=24, show_default=True, help="Number of homes.")
+@click.option("--days", type=int, default=2, show_default=True, help="Simulated days.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the home mix.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output directory [default: runs/<UTC timestamp>].",
+)
+@click.option(
+    "--broker",
+    metavar="URL",
+    default=None,
+    help="Use this MQTT broker (mqtt://[user:pass@]host:port) instead of the embedded one.",
+)
+@click.option("--vm", is_flag=True, help="Run the meters' firmware in the MicroPython VM.")
+@click.option(
+    "--start",
+    default=DEFAULT_START,
+    show_default=True,
+    help="First simulated day (the data sets cover 2025).",
+)
+@click.option("--no-progress", is_flag=True, help="Do not draw the progress bar.")
+def simulate(
+    homes: int,
+    days: int,
+    seed: int,
+    out: Path | None,
+    broker: str | None,
+    vm: bool,
+    start: str,
+    no_progress: bool,
+) -> None:
+    """Simulate a neighbourhood end to end and write a report.
+
+    Household profiles and weather drive virtual meters through the broker, the gateway, the
+    coordinator and the local Soroban stand-in. Writes summary.json, report.html, the gateway's
+    ledger and the coordinator's store to --out.
+    """
+    from neighbourgrid.simulate.run import SimConfig, run
+
+    if out is None:
+        out = Path("runs") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    config = SimConfig(
+        homes=homes,
+        days=days,
+        seed=seed,
+        out=out,
+        broker=broker,
+        vm=vm,
+        start=_parse_start(start),
+        progress=not no_progress,
+    )
+    summary = run(config)
+    click.echo(f"report: {out / 'report.html'}")
+    click.echo(
+        "trades {trades}, {wh} Wh traded, grid import {with_} Wh with trading vs {without} Wh "
+        "without".format(
+            trades=summary.get("trades"),
+            wh=summary.get("wh_traded"),
+            with_=summary.get("grid_import_wh_with_trading"),
+            without=summary.get("grid_import_wh_without_trading"),
+        )
+    )
