@@ -36,11 +36,11 @@ Rules (docs/gateway.md):
 - The lock command goes out after the proof (``prove_before_lock``, the default) or right after
   the check above, the proof then being awaited before settlement. The lock's ack settles the
   trade; a refusal, or no ack by ``timeout_ms`` after the command, voids it.
-- At the end of a lock's interval, the seller's export since settlement decides it: the first
-  verified telemetry stamped at or after the end (or, failing that, the last one once
-  ``max_age_s`` has passed) gives the exported Wh, shared among the meter's locks of that
-  interval in settlement order. Each lock is ``delivered`` if it got its Wh, else ``defaulted``
-  with what it got; the lock is then released.
+- Delivery: the meter reports, authenticated, what it exported against each lock when the
+  lock's interval ends (docs/wire.md ``delivery``). The lock is ``delivered`` if that covers its
+  Wh, else ``defaulted`` with what it got. Without a report by the interval's end plus
+  ``max_age_s``, the export counter's rise since settlement decides instead (shared among the
+  meter's locks of that interval in settlement order) and the lock is released.
 - At each interval start, standing policies place orders for the new interval.
 - On restart (:meth:`GatewayCore.restore`) every trade of the replayed log that the ledger has not
   settled is voided (reason ``restart``), and a release is sent to its meter.
@@ -107,12 +107,25 @@ class Telemetry:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DeliveryReport:
+    """A meter's verified report of what it exported against one lock (``ts`` in ms)."""
+
+    meter: str
+    seq: int
+    ts: int
+    trade: str
+    wh: int
+    delivered_wh: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class Ack:
-    """A meter's verified answer to a command: ``ok`` or refused with ``reason``."""
+    """A meter's verified answer to a command of kind ``op``: ``ok`` or refused (``reason``)."""
 
     meter: str
     seq: int
     trade: str
+    op: str
     ok: bool
     reason: str = ""
 
@@ -128,15 +141,24 @@ class WireRefused(GatewayError):
 class MeterCodec(Protocol):
     """The wire format (edge.wire) as the core uses it; see edge.gateway.meterwire."""
 
-    def telemetry(self, meter: Meter, payload: bytes) -> Telemetry: ...
+    def telemetry(self, meter: Meter, payload: bytes) -> Telemetry | DeliveryReport: ...
 
     def ack(self, meter: Meter, payload: bytes) -> Ack: ...
 
     def lock(
-        self, meter: Meter, *, seq: int, trade: str, wh: int, interval: int, expiry: int
+        self,
+        meter: Meter,
+        *,
+        seq: int,
+        trade: str,
+        wh: int,
+        start: int,
+        end: int,
+        expiry: int,
+        now: int,
     ) -> bytes: ...
 
-    def release(self, meter: Meter, *, seq: int, trade: str, expiry: int) -> bytes: ...
+    def release(self, meter: Meter, *, seq: int, trade: str, expiry: int, now: int) -> bytes: ...
 
 
 # ---------------------------------------------------------------------- effects
@@ -251,6 +273,7 @@ class GatewayCore:
         self.homes: dict[str, Home] = {h.id: h for h in config.homes}
         self.log_seq = 0
         self.telemetry: dict[str, Telemetry] = {}
+        self.last_seq: dict[tuple[str, str], int] = {}  # (meter, topic leaf) -> highest seq
         self.refusals: Counter[str] = Counter()
         self.pending: dict[str, _Pending] = {}
         self.locks: dict[str, _Lock] = {}
@@ -340,6 +363,7 @@ class GatewayCore:
             seq=self._cmd(meter.id, now),
             trade=trade,
             expiry=now + self.config.locks.timeout_ms,
+            now=now,
         )
         return Publish(self._topic(meter.id, "cmd"), payload, trade, "release")
 
@@ -483,8 +507,10 @@ class GatewayCore:
             seq=self._cmd(p.meter.id, now),
             trade=p.trade.id,
             wh=p.trade.wh,
-            interval=p.trade.interval,
+            start=p.trade.interval * self.interval_ms,
+            end=(p.trade.interval + 1) * self.interval_ms,
             expiry=p.deadline,
+            now=now,
         )
         out.append(Publish(self._topic(p.meter.id, "cmd"), payload, p.trade.id, "lock"))
 
@@ -585,15 +611,30 @@ class GatewayCore:
         if meter is None:
             return self._refuse("unknown_meter", meter_id, leaf)
         try:
-            if leaf == "state":
-                tel = self.codec.telemetry(meter, payload)
-            else:
-                ack = self.codec.ack(meter, payload)
+            message = (
+                self.codec.telemetry(meter, payload)
+                if leaf == "state"
+                else self.codec.ack(meter, payload)
+            )
         except WireRefused as err:
             return self._refuse(err.reason, meter_id, leaf, str(err))
-        if leaf == "ack":
-            return self._on_ack(meter, ack, now)
-        return self._on_telemetry(meter, tel, now)
+        if message.meter != meter.id:
+            return self._refuse("wrong_meter", meter.id, leaf, message.meter)
+        last = self.last_seq.get((meter.id, leaf), -1)
+        if message.seq <= last:
+            return self._refuse("replay", meter.id, leaf, f"seq {message.seq} <= {last}")
+        if isinstance(message, Ack):
+            self.last_seq[(meter.id, leaf)] = message.seq
+            return self._on_ack(meter, message, now)
+        cfg = self.config.telemetry
+        if message.ts > now + cfg.max_future_s * 1000:
+            return self._refuse("future", meter.id, leaf, f"ts {message.ts}")
+        if message.ts < now - cfg.max_age_s * 1000:
+            return self._refuse("stale", meter.id, leaf, f"ts {message.ts}")
+        if isinstance(message, DeliveryReport):
+            self.last_seq[(meter.id, leaf)] = message.seq
+            return self._on_delivery(meter, message, now)
+        return self._on_telemetry(meter, message, now)
 
     def _refuse(self, reason: str, meter: str, leaf: str, detail: str = "") -> list[Effect]:
         key = reason if leaf == "state" else f"ack_{reason}"
@@ -603,14 +644,6 @@ class GatewayCore:
     def _on_telemetry(self, meter: Meter, tel: Telemetry, now: int) -> list[Effect]:
         cfg = self.config.telemetry
         last = self.telemetry.get(meter.id)
-        if tel.meter != meter.id:
-            return self._refuse("wrong_meter", meter.id, "state", tel.meter)
-        if last is not None and tel.seq <= last.seq:
-            return self._refuse("replay", meter.id, "state", f"seq {tel.seq} <= {last.seq}")
-        if tel.ts > now + cfg.max_future_s * 1000:
-            return self._refuse("future", meter.id, "state", f"ts {tel.ts}")
-        if tel.ts < now - cfg.max_age_s * 1000:
-            return self._refuse("stale", meter.id, "state", f"ts {tel.ts}")
         if (
             not 0 <= tel.soc_bp <= 10_000
             or abs(tel.power_w) > cfg.max_power_w
@@ -624,6 +657,7 @@ class GatewayCore:
         ):
             return self._refuse("implausible", meter.id, "state")
         self.telemetry[meter.id] = tel
+        self.last_seq[(meter.id, "state")] = tel.seq
         old = self._counted.pop(meter.id, (0, 0))
         new = (tel.soc_bp * meter.capacity_wh, meter.capacity_wh)
         self._counted[meter.id] = new
@@ -633,14 +667,14 @@ class GatewayCore:
         for p in list(self.pending.values()):
             if p.meter.id == meter.id and p.wait_until is not None and p.trade.id in self.pending:
                 self._check(p, tel, now, out)
-        self._deliveries(now, out, meter=meter.id, tel=tel)
         self._update_reference(now, out)
         return out
 
     def _on_ack(self, meter: Meter, ack: Ack, now: int) -> list[Effect]:
         out: list[Effect] = []
-        if ack.meter != meter.id:
-            return self._refuse("wrong_meter", meter.id, "ack", ack.meter)
+        if ack.op != "lock":
+            out.append(Note("ack", {"meter": meter.id, "op": ack.op, "reason": ack.reason}))
+            return out
         p = self.pending.get(ack.trade)
         if p is None or p.meter.id != meter.id or p.deadline is None:
             out.append(Note("ack_ignored", {"trade": ack.trade, "meter": meter.id, "ok": ack.ok}))
@@ -678,36 +712,45 @@ class GatewayCore:
 
     # ------------------------------------------------------------------ delivery
 
-    def _deliveries(
-        self, now: int, out: list[Effect], *, meter: str | None = None, tel: Telemetry | None = None
-    ) -> None:
+    def _decide(self, lock: _Lock, delivered: int, now: int, out: list[Effect]) -> None:
+        got = min(lock.wh, delivered)
+        status = "delivered" if got >= lock.wh else "defaulted"
+        del self.locks[lock.trade]
+        out.append(
+            Deliver(
+                DeliveryRecord(
+                    trade=lock.trade, status=status, wh=lock.wh, delivered_wh=got, ts=now
+                )
+            )
+        )
+        out.append(Note(status, {"trade": lock.trade, "wh": lock.wh, "delivered": got}))
+
+    def _on_delivery(self, meter: Meter, report: DeliveryReport, now: int) -> list[Effect]:
+        """The meter's own account of a lock: it ended (or was released) and dropped it."""
+        out: list[Effect] = []
+        lock = self.locks.get(report.trade)
+        if lock is None or lock.meter != meter.id:
+            out.append(Note("delivery_ignored", {"trade": report.trade, "meter": meter.id}))
+            return out
+        self._decide(lock, report.delivered_wh, now, out)
+        return out
+
+    def _deliveries(self, now: int, out: list[Effect]) -> None:
+        """Locks whose meter sent no delivery report by interval end + ``max_age_s``: decide
+        from the export counter since settlement, shared in settlement order, and release."""
         grace = self.config.telemetry.max_age_s * 1000
         due: dict[tuple[str, int], list[_Lock]] = {}
         for lock in self.locks.values():
-            end = (lock.interval + 1) * self.interval_ms
-            if meter is not None:
-                if lock.meter != meter or tel is None or tel.ts < end:
-                    continue
-            elif now < end + grace:
-                continue
-            due.setdefault((lock.meter, lock.interval), []).append(lock)
+            if now >= (lock.interval + 1) * self.interval_ms + grace:
+                due.setdefault((lock.meter, lock.interval), []).append(lock)
         for (meter_id, _), group in due.items():
-            last = tel if meter is not None else self.telemetry.get(meter_id)
+            last = self.telemetry.get(meter_id)
             start = min(lk.export_start_wh for lk in group)
             pool = max(0, (last.export_wh if last else start) - start)
             for lock in group:
                 got = min(lock.wh, pool)
                 pool -= got
-                status = "delivered" if got >= lock.wh else "defaulted"
-                del self.locks[lock.trade]
-                out.append(
-                    Deliver(
-                        DeliveryRecord(
-                            trade=lock.trade, status=status, wh=lock.wh, delivered_wh=got, ts=now
-                        )
-                    )
-                )
-                out.append(Note(status, {"trade": lock.trade, "wh": lock.wh, "delivered": got}))
+                self._decide(lock, got, now, out)
                 m = self.meters.get(meter_id)
                 if m is not None:
                     out.append(self._release(m, lock.trade, now))

@@ -1,113 +1,99 @@
-"""The seam between the gateway core and the meters' wire format.
+"""The seam between the gateway core and the meters' wire format (edge.wire, docs/wire.md).
 
-PROVISIONAL: the one wire format is edge.wire (issue 5: canonical payload bytes, HMAC-SHA256,
-golden vectors shared with the firmware). Until it lands this module implements the format as
-issue 5 describes it -- canonical JSON (edge.batch.canonical) with an ``mac`` field holding
-HMAC-SHA256 over the canonical bytes of the other fields -- and nothing else in the gateway
-knows the format: swapping in edge.wire changes only this file.
+The core works in milliseconds since the epoch; the wire carries Unix seconds. This adapter
+converts (``ts`` s -> ms on the way in; ``exp``, ``start``, ``end`` ms -> s, floored, on the
+way out, so that a meter never accepts a command after the gateway's own deadline) and maps
+edge.wire's refusals (``malformed``, ``bad_mac``, ``wrong_meter``) onto the core's counters.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from typing import Any
-
-from edge.batch import CanonicalError, canonical_bytes, parse_canonical
 from edge.gateway.config import Meter
-from edge.gateway.core import Ack, Telemetry, WireRefused
+from edge.gateway.core import Ack, DeliveryReport, Telemetry, WireRefused
+from edge.wire import Ack as WireAck
+from edge.wire import Delivery, WireError, build_lock, build_release, parse_meter_message
+from edge.wire import Telemetry as WireTelemetry
 
-__all__ = ["JsonHmacCodec", "sign_payload"]
-
-_TELEMETRY = ("dev", "seq", "ts", "soc_bp", "import_wh", "export_wh", "power_w", "locked_wh")
-
-
-def sign_payload(key: bytes, body: dict[str, Any]) -> bytes:
-    """``body`` plus ``mac`` = HMAC-SHA256(key, canonical(body)), as canonical JSON bytes."""
-    mac = hmac.new(key, canonical_bytes(body), hashlib.sha256).hexdigest()
-    return canonical_bytes({**body, "mac": mac})
+__all__ = ["WireCodec"]
 
 
-def _open(meter: Meter, payload: bytes) -> dict[str, Any]:
+def _parse(meter: Meter, payload: bytes) -> WireTelemetry | Delivery | WireAck:
     try:
-        obj = parse_canonical(payload)
-    except CanonicalError as err:
-        raise WireRefused("malformed", str(err)) from err
-    if not isinstance(obj, dict) or not isinstance(obj.get("mac"), str):
-        raise WireRefused("malformed", "expected an object with a mac")
-    mac = obj.pop("mac")
-    want = hmac.new(meter.key, canonical_bytes(obj), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(mac, want):
-        raise WireRefused("bad_mac")
-    return obj
+        return parse_meter_message(payload, key=meter.key, meter=meter.id)
+    except WireError as err:
+        raise WireRefused(err.reason, str(err)) from err
 
 
-def _ints(obj: dict[str, Any], names: tuple[str, ...]) -> None:
-    for name in names:
-        if type(obj.get(name)) is not int:
-            raise WireRefused("malformed", f"{name} must be an integer")
+class WireCodec:
+    """:class:`edge.gateway.core.MeterCodec` over edge.wire."""
 
-
-class JsonHmacCodec:
-    """Telemetry/ack parsing with MAC verification, and command building (see module doc)."""
-
-    def __init__(self, *, gateway: str) -> None:
-        self.gateway = gateway
-
-    def telemetry(self, meter: Meter, payload: bytes) -> Telemetry:
-        obj = _open(meter, payload)
-        if not isinstance(obj.get("dev"), str):
-            raise WireRefused("malformed", "dev must be a string")
-        _ints(obj, _TELEMETRY[1:])
-        return Telemetry(
-            meter=obj["dev"],
-            seq=obj["seq"],
-            ts=obj["ts"],
-            soc_bp=obj["soc_bp"],
-            import_wh=obj["import_wh"],
-            export_wh=obj["export_wh"],
-            power_w=obj["power_w"],
-            locked_wh=obj["locked_wh"],
-        )
+    def telemetry(self, meter: Meter, payload: bytes) -> Telemetry | DeliveryReport:
+        message = _parse(meter, payload)
+        if isinstance(message, WireTelemetry):
+            return Telemetry(
+                meter=message.meter,
+                seq=message.seq,
+                ts=message.ts * 1000,
+                soc_bp=message.soc_bp,
+                import_wh=message.import_wh,
+                export_wh=message.export_wh,
+                power_w=message.power_w,
+                locked_wh=message.locked_wh,
+            )
+        if isinstance(message, Delivery):
+            return DeliveryReport(
+                meter=message.meter,
+                seq=message.seq,
+                ts=message.ts * 1000,
+                trade=message.trade,
+                wh=message.wh,
+                delivered_wh=message.delivered_wh,
+            )
+        raise WireRefused("malformed", "an ack on the state topic")
 
     def ack(self, meter: Meter, payload: bytes) -> Ack:
-        obj = _open(meter, payload)
-        if not isinstance(obj.get("dev"), str) or not isinstance(obj.get("trade"), str):
-            raise WireRefused("malformed", "dev and trade must be strings")
-        _ints(obj, ("seq",))
-        if not isinstance(obj.get("ok"), bool):
-            raise WireRefused("malformed", "ok must be true or false")
-        reason = obj.get("reason", "")
+        message = _parse(meter, payload)
+        if not isinstance(message, WireAck):
+            raise WireRefused("malformed", f"a {type(message).__name__} on the ack topic")
         return Ack(
-            meter=obj["dev"],
-            seq=obj["seq"],
-            trade=obj["trade"],
-            ok=obj["ok"],
-            reason=reason if isinstance(reason, str) else "",
+            meter=message.meter,
+            seq=message.seq,
+            trade=message.trade,
+            op=message.op,
+            ok=message.ok,
+            reason=message.reason,
         )
 
     def lock(
-        self, meter: Meter, *, seq: int, trade: str, wh: int, interval: int, expiry: int
+        self,
+        meter: Meter,
+        *,
+        seq: int,
+        trade: str,
+        wh: int,
+        start: int,
+        end: int,
+        expiry: int,
+        now: int,
     ) -> bytes:
-        body = {
-            "cmd": "lock",
-            "gw": self.gateway,
-            "dev": meter.id,
-            "seq": seq,
-            "trade": trade,
-            "wh": wh,
-            "interval": interval,
-            "exp": expiry,
-        }
-        return sign_payload(meter.key, body)
+        return build_lock(
+            key=meter.key,
+            meter=meter.id,
+            seq=seq,
+            ts=now // 1000,
+            exp=expiry // 1000,
+            trade=trade,
+            wh=wh,
+            start=start // 1000,
+            end=end // 1000,
+        )
 
-    def release(self, meter: Meter, *, seq: int, trade: str, expiry: int) -> bytes:
-        body = {
-            "cmd": "release",
-            "gw": self.gateway,
-            "dev": meter.id,
-            "seq": seq,
-            "trade": trade,
-            "exp": expiry,
-        }
-        return sign_payload(meter.key, body)
+    def release(self, meter: Meter, *, seq: int, trade: str, expiry: int, now: int) -> bytes:
+        return build_release(
+            key=meter.key,
+            meter=meter.id,
+            seq=seq,
+            ts=now // 1000,
+            exp=expiry // 1000,
+            trade=trade,
+        )

@@ -51,7 +51,7 @@ from edge.gateway.core import (
     Settle,
 )
 from edge.gateway.ledger import Ledger
-from edge.gateway.meterwire import JsonHmacCodec
+from edge.gateway.meterwire import WireCodec
 from edge.gateway.orderlog import OrderLog
 
 __all__ = ["GatewayService", "JsonFormatter", "load_signing_key", "make_proof", "run_gateway"]
@@ -124,7 +124,7 @@ class GatewayService:
         handle_signals: bool = True,
     ) -> None:
         self.config = config
-        self.codec = codec or JsonHmacCodec(gateway=config.id)
+        self.codec = codec or WireCodec()
         self.clock = clock
         self.tick_s = tick_s
         self.handle_signals = handle_signals

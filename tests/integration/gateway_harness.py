@@ -1,19 +1,17 @@
 """Shared pieces of the gateway integration tests: a config on a real broker, the service
 running in-process, and a meter stand-in.
 
-:class:`MeterStandIn` stands in for issue 5's virtual meter (hil.virtual) until it lands: it
-speaks the gateway's current wire format (edge.gateway.meterwire: canonical JSON + HMAC-SHA256)
-over the real Mosquitto -- signed telemetry on ``.../state`` (QoS 1), and for each lock command
-whose MAC and expiry verify, a signed ack on ``.../ack``.
+:class:`MeterStandIn` stands in for issue 5's virtual meter (hil.virtual) until that lands: it
+speaks the real wire format (edge.wire, docs/wire.md) over the real Mosquitto -- signed ``state``
+messages on ``.../state`` (QoS 1), and for each command an authenticated ``ack`` on ``.../ack``
+(``ok`` for a lock whose MAC verifies and which has not expired, unless told not to answer). It
+does not model the battery, lock persistence or delivery counting: the firmware does that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
-import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,10 +22,9 @@ import aiomqtt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.batch import canonical_bytes
 from edge.gateway.config import GatewayConfig, parse_config
-from edge.gateway.meterwire import sign_payload
 from edge.gateway.service import GatewayService
+from edge.wire import WireError, parse_command, seal
 
 KEYS = {"m-a": bytes(range(32)), "m-b": bytes(range(32, 64))}
 TOKENS = {
@@ -73,6 +70,12 @@ def gateway_config(
     return data
 
 
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, int | float) else '"' + str(value) + '"'
+
+
 def toml_text(data: dict[str, Any]) -> str:
     """Write a config dict as TOML (strings, ints, floats, bools; tables; arrays of tables)."""
     lines: list[str] = []
@@ -80,10 +83,10 @@ def toml_text(data: dict[str, Any]) -> str:
         if isinstance(value, list):
             for item in value:
                 lines.append(f"[[{name}]]")
-                lines += [f"{k} = {json.dumps(v)}" for k, v in item.items()]
+                lines += [f"{k} = {_toml(v)}" for k, v in item.items()]
         else:
             lines.append(f"[{name}]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in value.items()]
+            lines += [f"{k} = {_toml(v)}" for k, v in value.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -151,19 +154,23 @@ class MeterStandIn:
         self.client: aiomqtt.Client | None = None
 
     def telemetry(self, **over: Any) -> bytes:
+        """A signed ``state`` message; ``ts`` in Unix seconds (docs/wire.md)."""
         self.seq += 1
-        body = {
-            "dev": self.meter,
+        body: dict[str, Any] = {
+            "v": 1,
+            "kind": "state",
+            "meter": self.meter,
             "seq": self.seq,
-            "ts": now_ms(),
+            "ts": int(time.time()),
             "soc_bp": self.soc_bp,
             "import_wh": 0,
             "export_wh": self.export_wh,
             "power_w": 0,
             "locked_wh": 0,
+            "fw": "stand-in",
         }
         body.update(over)
-        return sign_payload(self.key, body)
+        return seal(self.key, body)
 
     async def publish(self, payload: bytes, leaf: str = "state", meter: str | None = None) -> None:
         assert self.client is not None
@@ -196,19 +203,41 @@ class MeterStandIn:
     async def _listen(self) -> None:
         assert self.client is not None
         async for message in self.client.messages:
-            body = json.loads(bytes(message.payload))  # type: ignore[arg-type]
-            mac = body.pop("mac")
-            good = hmac.compare_digest(
-                mac, hmac.new(self.key, canonical_bytes(body), hashlib.sha256).hexdigest()
+            payload = bytes(message.payload)  # type: ignore[arg-type]
+            try:
+                cmd = parse_command(payload, key=self.key, meter=self.meter)
+            except WireError as err:
+                self.commands.append({"error": err.reason})
+                continue
+            self.commands.append(
+                {
+                    "cmd": cmd.kind,
+                    "trade": cmd.trade,
+                    "wh": cmd.wh,
+                    "exp": cmd.exp,
+                    "seq": cmd.seq,
+                    "retain": message.retain,
+                    "qos": message.qos,
+                }
             )
-            body["_retain"] = message.retain
-            body["_qos"] = message.qos
-            body["_mac_ok"] = good
-            self.commands.append(body)
-            if body["cmd"] == "lock" and good and self.ack and body["exp"] >= now_ms():
-                self.seq += 1
-                reply = {"dev": self.meter, "seq": self.seq, "trade": body["trade"], "ok": True}
-                await self.publish(sign_payload(self.key, reply), "ack")
+            if not self.ack:
+                continue
+            fresh = int(time.time()) <= cmd.exp
+            self.seq += 1
+            reply = {
+                "v": 1,
+                "kind": "ack",
+                "meter": self.meter,
+                "seq": self.seq,
+                "ts": int(time.time()),
+                "cmd": cmd.seq,
+                "op": cmd.kind,
+                "trade": cmd.trade,
+                "ok": 1 if fresh else 0,
+                "reason": "ok" if fresh else "expired",
+                "locked_wh": cmd.wh if cmd.kind == "lock" and fresh else 0,
+            }
+            await self.publish(seal(self.key, reply), "ack")
 
 
 async def eventually(predicate: Any, timeout: float = 10.0, step: float = 0.05) -> Any:

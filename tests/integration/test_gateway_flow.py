@@ -53,10 +53,10 @@ async def test_order_lock_ack_settlement(
             "pending",
             "pending",
         )
-        (lock,) = [c for c in meter.commands if c["cmd"] == "lock"]
+        (lock,) = [c for c in meter.commands if c.get("cmd") == "lock"]  # its MAC verified
         assert lock["trade"] == trade["id"] and lock["wh"] == 400
-        assert lock["_mac_ok"] and lock["_qos"] == 1 and lock["_retain"] is False
-        assert lock["exp"] > now_ms() - 60_000
+        assert lock["qos"] == 1 and lock["retain"] is False
+        assert now_ms() // 1000 - 60 < lock["exp"] <= now_ms() // 1000 + 2
         _, statement = await api.call("GET", "/v1/statement", "alice")
         assert statement["sold_wh"] == 400 and statement["carbon_mg"] == 400 * 820
         _, bob_statement = await api.call("GET", "/v1/statement", "bob")
@@ -102,7 +102,7 @@ async def test_lock_timeout_voids_and_restores(
         book = [o.id for o in gw.core.engine.book(gw.core.interval, "buy")]
         assert book == [buy["id"], later["id"]]  # original priority kept
         assert any(r["op"] == "void" for r in gw.orderlog.records)
-        await eventually(lambda: any(c["cmd"] == "release" for c in meter.commands))
+        await eventually(lambda: any(c.get("cmd") == "release" for c in meter.commands))
         assert gw.ledger.totals()["trades"] == 0
 
 
@@ -122,7 +122,7 @@ async def test_bad_telemetry_is_refused_and_counted(
             forged[forged.index(b'"soc_bp":9999') + 9] = ord("8")  # soc 8999 under the old MAC
             await meter.publish(bytes(forged))
             await meter.publish(b"\xff not json")
-            await meter.publish(meter.telemetry(ts=now_ms() - 3_600_000))  # an hour old
+            await meter.publish(meter.telemetry(ts=now_ms() // 1000 - 3600))  # an hour old
             await meter.publish(meter.telemetry(), meter="m-b")  # m-a's key on m-b's topic
             await meter.publish(meter.telemetry(), meter="m-zz")  # unregistered
             expected = {"replay": 1, "bad_mac": 2, "malformed": 1, "stale": 1, "unknown_meter": 1}

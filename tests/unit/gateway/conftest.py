@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from edge.gateway.config import GatewayConfig, parse_config
-from edge.gateway.meterwire import sign_payload
+from edge.wire import seal
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(32, 64))
@@ -50,26 +50,72 @@ def telemetry(
     power_w: int = 0,
     locked_wh: int = 0,
 ) -> bytes:
-    return sign_payload(
+    """A signed ``state`` message (docs/wire.md); ``ts`` in ms, sent as Unix seconds."""
+    return seal(
         key,
         {
-            "dev": dev,
+            "v": 1,
+            "kind": "state",
+            "meter": dev,
             "seq": seq,
-            "ts": ts,
+            "ts": ts // 1000,
             "soc_bp": soc_bp,
             "import_wh": import_wh,
             "export_wh": export_wh,
             "power_w": power_w,
             "locked_wh": locked_wh,
+            "fw": "test",
         },
     )
 
 
-def ack(key: bytes, dev: str, *, seq: int, trade: str, ok: bool = True, reason: str = "") -> bytes:
-    body: dict[str, Any] = {"dev": dev, "seq": seq, "trade": trade, "ok": ok}
-    if reason:
-        body["reason"] = reason
-    return sign_payload(key, body)
+def delivery(
+    key: bytes, dev: str, *, seq: int, ts: int, trade: str, wh: int, delivered_wh: int
+) -> bytes:
+    return seal(
+        key,
+        {
+            "v": 1,
+            "kind": "delivery",
+            "meter": dev,
+            "seq": seq,
+            "ts": ts // 1000,
+            "trade": trade,
+            "wh": wh,
+            "delivered_wh": delivered_wh,
+            "start": 1,
+            "end": 2,
+        },
+    )
+
+
+def ack(
+    key: bytes,
+    dev: str,
+    *,
+    seq: int,
+    trade: str,
+    ok: bool = True,
+    reason: str = "",
+    op: str = "lock",
+    ts: int = 0,
+) -> bytes:
+    return seal(
+        key,
+        {
+            "v": 1,
+            "kind": "ack",
+            "meter": dev,
+            "seq": seq,
+            "ts": ts // 1000,
+            "cmd": 1,
+            "op": op,
+            "trade": trade,
+            "ok": 1 if ok else 0,
+            "reason": "ok" if ok else (reason or "insufficient_reserve"),
+            "locked_wh": 0,
+        },
+    )
 
 
 @pytest.fixture

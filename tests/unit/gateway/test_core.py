@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -21,10 +20,20 @@ from edge.gateway.core import (
     Settle,
     reference_price,
 )
-from edge.gateway.meterwire import JsonHmacCodec
+from edge.gateway.meterwire import WireCodec
 from edge.market import Rates, settle
+from edge.wire import parse_command
 from edge.zk import verify_at_least
-from tests.unit.gateway.conftest import INTERVAL_MS, KEY_A, KEY_B, T0, ack, make_config, telemetry
+from tests.unit.gateway.conftest import (
+    INTERVAL_MS,
+    KEY_A,
+    KEY_B,
+    T0,
+    ack,
+    delivery,
+    make_config,
+    telemetry,
+)
 
 PREFIX = "ngrid/gw1"
 
@@ -32,7 +41,7 @@ PREFIX = "ngrid/gw1"
 def new_core(config: GatewayConfig, now: int = T0) -> GatewayCore:
     core, effects = GatewayCore.restore(
         config=config,
-        codec=JsonHmacCodec(gateway=config.id),
+        codec=WireCodec(),
         log=[],
         settled=set(),
         locks=[],
@@ -88,9 +97,10 @@ def test_order_to_lock_to_settlement(config: GatewayConfig) -> None:
     lock_effects = core.proof_ready(trade="t1", commitment=commitment, proof=proof, now=T0 + 40)
     (lock,) = of(lock_effects, Publish)
     assert lock.topic == f"{PREFIX}/m-a/cmd" and lock.kind == "lock"
-    body = json.loads(lock.payload)
-    assert body["cmd"] == "lock" and body["trade"] == "t1" and body["wh"] == 600
-    assert body["exp"] == T0 + 40 + config.locks.timeout_ms
+    cmd = parse_command(lock.payload, key=KEY_A, meter="m-a")  # MAC checked by edge.wire
+    assert (cmd.kind, cmd.trade, cmd.wh) == ("lock", "t1", 600)
+    assert cmd.exp == (T0 + 40 + config.locks.timeout_ms) // 1000
+    assert (cmd.start, cmd.end) == (core.interval * 900, (core.interval + 1) * 900)
     settled = core.on_message(
         topic=f"{PREFIX}/m-a/ack", payload=ack(KEY_A, "m-a", seq=2, trade="t1"), now=T0 + 50
     )
@@ -165,7 +175,7 @@ def test_refused_lock_voids(config: GatewayConfig) -> None:
     core.proof_ready(trade="t1", commitment=commitment, proof=proof, now=T0 + 10)
     effects = core.on_message(
         topic=f"{PREFIX}/m-a/ack",
-        payload=ack(KEY_A, "m-a", seq=2, trade="t1", ok=False, reason="reserve"),
+        payload=ack(KEY_A, "m-a", seq=2, trade="t1", ok=False, reason="insufficient_reserve"),
         now=T0 + 20,
     )
     assert "void" in log_ops(effects) and of(effects, Settle) == []
@@ -223,7 +233,7 @@ def test_locks_already_held_count_against_the_next_sale(config: GatewayConfig) -
         (lambda now: b'{"dev":"m-a"', "malformed"),
         (lambda now: telemetry(KEY_A, "m-a", seq=1, ts=now - 31_000), "stale"),
         (lambda now: telemetry(KEY_A, "m-a", seq=1, ts=now + 6_000), "future"),
-        (lambda now: telemetry(KEY_A, "m-a", seq=1, ts=now, soc_bp=10_001), "implausible"),
+        (lambda now: telemetry(KEY_A, "m-a", seq=1, ts=now, soc_bp=10_001), "malformed"),
         (lambda now: telemetry(KEY_A, "m-a", seq=1, ts=now, power_w=60_000), "implausible"),
         (lambda now: telemetry(KEY_A, "m-b", seq=1, ts=now), "wrong_meter"),
     ],
@@ -285,27 +295,35 @@ def settled_core(config: GatewayConfig) -> GatewayCore:
     return core
 
 
+@pytest.mark.parametrize(("reported", "status"), [(600, "delivered"), (250, "defaulted")])
+def test_delivery_report_decides_the_lock(
+    config: GatewayConfig, reported: int, status: str
+) -> None:
+    core = settled_core(config)
+    end = (core.interval + 1) * INTERVAL_MS
+    payload = delivery(KEY_A, "m-a", seq=9, ts=end, trade="t1", wh=600, delivered_wh=reported)
+    effects = core.on_message(topic=f"{PREFIX}/m-a/state", payload=payload, now=end + 500)
+    (d,) = of(effects, Deliver)
+    assert (d.record.trade, d.record.status, d.record.delivered_wh) == ("t1", status, reported)
+    assert core.locks == {}
+    # A replayed report changes nothing.
+    again = core.on_message(topic=f"{PREFIX}/m-a/state", payload=payload, now=end + 600)
+    assert of(again, Deliver) == [] and core.refusals["replay"] == 1
+
+
 @pytest.mark.parametrize(("exported", "status"), [(600, "delivered"), (250, "defaulted")])
-def test_delivery_checked_at_interval_end(
+def test_without_a_report_the_export_counter_decides(
     config: GatewayConfig, exported: int, status: str
 ) -> None:
     core = settled_core(config)
     end = (core.interval + 1) * INTERVAL_MS
-    before = report(core, "m-a", seq=3, now=end - 1000, export_wh=5000 + exported)
-    assert of(before, Deliver) == []
-    effects = report(core, "m-a", seq=4, now=end + 500, export_wh=5000 + exported)
+    report(core, "m-a", seq=3, now=end + 1000, export_wh=5000 + exported)
+    assert of(core.tick(now=end + 29_000), Deliver) == []
+    effects = core.tick(now=end + 30_000)
     (d,) = of(effects, Deliver)
     assert (d.record.trade, d.record.status, d.record.delivered_wh) == ("t1", status, exported)
     assert [e.kind for e in of(effects, Publish)] == ["release"]
     assert core.locks == {}
-
-
-def test_delivery_without_telemetry_defaults_after_grace(config: GatewayConfig) -> None:
-    core = settled_core(config)
-    end = (core.interval + 1) * INTERVAL_MS
-    assert of(core.tick(now=end + 29_000), Deliver) == []
-    (d,) = of(core.tick(now=end + 30_000), Deliver)
-    assert (d.record.status, d.record.delivered_wh) == ("defaulted", 0)
 
 
 def test_interval_close_and_standing_policies() -> None:
@@ -383,7 +401,7 @@ def test_restart_voids_unsettled_trades_deterministically(config: GatewayConfig)
     )
     restored, effects = GatewayCore.restore(
         config=config,
-        codec=JsonHmacCodec(gateway="gw1"),
+        codec=WireCodec(),
         log=full + log,
         settled={"t1"},
         locks=[],
