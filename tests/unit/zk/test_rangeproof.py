@@ -9,6 +9,7 @@ import pytest
 
 from edge.zk import (
     Opening,
+    at_least_statement,
     commit,
     precompute,
     proof_size,
@@ -286,3 +287,19 @@ def test_at_least_verify_never_raises() -> None:
     ]:
         assert not verify_at_least(commitment, context=CONTEXT, proof=b"", **kwargs)  # type: ignore[arg-type]
     assert not verify_at_least(b"junk", threshold=1, reserved=0, context=CONTEXT, proof=b"")
+
+
+def test_at_least_statements_verify_in_a_batch() -> None:
+    items, commitments = [], []
+    for soc, reserved in [(6400, 1000), (9000, 0), (2500, 500)]:
+        commitment, opening = commit(soc)
+        proof = prove_at_least(opening, threshold=2000, reserved=reserved, context=CONTEXT)
+        statement = at_least_statement(
+            commitment, threshold=2000, reserved=reserved, context=CONTEXT
+        )
+        items.append((*statement, proof))
+        commitments.append(commitment)
+    assert verify_batch(items)
+    # The first seller's proof, presented as if nothing had been reserved: refused.
+    understated = at_least_statement(commitments[0], threshold=2000, reserved=0, context=CONTEXT)
+    assert not verify_batch([*items[1:], (*understated, items[0][4])])
