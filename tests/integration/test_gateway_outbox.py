@@ -1,0 +1,114 @@
+"""Store and forward: batches queue while the coordinator is down, then upload exactly once.
+
+The coordinator here is a small aiohttp server speaking the agreed endpoint
+(``POST {coordinator_url}/batches`` with the canonical batch bytes; 2xx = accepted, anything
+else = try again; an identical re-upload answers 200).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+from aiohttp import web
+
+from edge.batch import check_batch, decode_batch
+from tests.brokers import Broker, free_port
+from tests.integration.gateway_harness import (
+    SIGNING_KEY,
+    Api,
+    MeterStandIn,
+    eventually,
+    gateway_config,
+    load,
+    running_gateway,
+)
+
+
+class Coordinator:
+    def __init__(self) -> None:
+        self.up = False
+        self.lose_first_answer_of = 2  # store batch 2 but answer 500, as if the reply was lost
+        self.stored: dict[int, bytes] = {}
+        self.posts: Counter[int] = Counter()
+        self.refused = 0
+
+    async def batches(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if not self.up:
+            self.refused += 1
+            return web.json_response({"error": "down"}, status=503)
+        batch = decode_batch(body)
+        seq = batch.header.seq
+        self.posts[seq] += 1
+        if seq in self.stored:
+            assert self.stored[seq] == body  # an idempotent re-upload is byte-identical
+            return web.json_response({"seq": seq, "duplicate": True})
+        self.stored[seq] = body
+        if seq == self.lose_first_answer_of:
+            return web.json_response({"error": "reply lost"}, status=500)
+        return web.json_response({"seq": seq}, status=201)
+
+
+async def test_batches_queue_while_down_then_upload_once(
+    mosquitto: Broker, topic_prefix: str, tmp_path: Path
+) -> None:
+    coordinator = Coordinator()
+    app = web.Application()
+    app.add_routes([web.post("/api/batches", coordinator.batches)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        data = gateway_config(
+            tmp_path,
+            port=mosquitto.port,
+            prefix=topic_prefix,
+            coordinator=f"http://127.0.0.1:{port}/api",
+            batch={"every_s": 1},
+        )
+        async with (
+            running_gateway(load(data, tmp_path)) as gw,
+            MeterStandIn("m-a", port=mosquitto.port, prefix=topic_prefix).running(),
+        ):
+            api = Api(gw.api_port)
+            await eventually(lambda: "m-a" in gw.core.telemetry)
+            await api.call(
+                "POST", "/v1/orders", "alice", {"side": "sell", "wh": 3000, "price": 100}
+            )
+            for n in range(3):  # trading goes on while the uplink is down
+                await api.call(
+                    "POST", "/v1/orders", "bob", {"side": "buy", "wh": 100, "price": 300}
+                )
+                await eventually(lambda n=n: gw.ledger.totals()["trades"] == n + 1)
+                await asyncio.sleep(1.1)
+            await eventually(lambda: len(gw.ledger.outbox()) >= 3 and coordinator.refused >= 3)
+            queued = len(gw.ledger.outbox())
+            coordinator.up = True
+            await eventually(lambda: gw.ledger.outbox() == [], timeout=15)
+            await asyncio.sleep(0.5)  # nothing more is sent once the outbox is empty
+            last = gw.ledger.last_batch()
+            assert last is not None
+            settled = {t["id"] for t in gw.ledger.trades_of("bob")}
+            log = list(gw.orderlog.records)
+            sealed = last.seq
+    finally:
+        await runner.cleanup()
+
+    assert queued >= 3
+    assert sorted(coordinator.stored) == list(range(1, sealed + 1))
+    # Each batch was accepted once; only the one whose reply was "lost" was sent twice.
+    assert coordinator.posts == {seq: 2 if seq == 2 else 1 for seq in coordinator.stored}
+    previous = None
+    trades: list[str] = []
+    slices: list[dict] = []
+    for seq in sorted(coordinator.stored):
+        batch = decode_batch(coordinator.stored[seq])
+        check_batch(batch, public_key=SIGNING_KEY.public_key(), prev=previous)
+        previous = batch
+        trades += [t.id for t in batch.trades]
+        slices += [dict(e) for e in batch.log]
+    assert sorted(trades) == sorted(settled) and len(trades) == len(set(trades)) == 3
+    assert slices == log[: len(slices)]
