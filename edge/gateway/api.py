@@ -95,8 +95,8 @@ async def place(request: web.Request) -> web.Response:
     except OrderRejected as err:
         return _error(err.status, str(err))
     service.perform(effects)  # the order is fsynced in the log when this returns
-    state = next(o for o in service.core.orders_of(home) if o["id"] == order_id)
-    return web.json_response(state, status=201)
+    state = next((o for o in service.core.orders_of(home) if o["id"] == order_id), None)
+    return web.json_response(state or {"id": order_id, "status": "queued"}, status=201)
 
 
 async def cancel(request: web.Request) -> web.Response:

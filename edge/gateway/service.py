@@ -122,6 +122,7 @@ class GatewayService:
         tick_s: float = 0.1,
         prover_workers: int = 1,
         handle_signals: bool = True,
+        core_class: type[GatewayCore] = GatewayCore,
     ) -> None:
         self.config = config
         self.codec = codec or WireCodec()
@@ -135,7 +136,7 @@ class GatewayService:
         settled = self.ledger.settled_ids()
         unbatched, _ = self.ledger.unbatched()
         now = self.clock()
-        self.core, restart = GatewayCore.restore(
+        self.core, restart = core_class.restore(
             config=config,
             codec=self.codec,
             log=self.orderlog.records,
@@ -311,16 +312,24 @@ class GatewayService:
                 delay = min(delay * 2, 30.0)
 
     async def _publisher(self) -> None:
+        """Send queued commands in order without waiting for each PUBACK before the next (the
+        packet is written when ``publish`` is called; the task only awaits the broker's ack).
+        A command that fails (connection lost) is queued again and re-sent after reconnect."""
+        inflight: set[asyncio.Task[None]] = set()
+
+        def sent(task: asyncio.Task[None], item: _Outgoing) -> None:
+            inflight.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                self.mqtt_connected.clear()
+                self.outgoing.put_nowait(item)
+
         while True:
             item = await self.outgoing.get()
-            while True:
-                await self.mqtt_connected.wait()
-                try:
-                    await self._client.publish(item.topic, item.payload, qos=1, retain=False)
-                    break
-                except aiomqtt.MqttError:
-                    self.mqtt_connected.clear()
-                    await asyncio.sleep(0.2)
+            await self.mqtt_connected.wait()
+            coro = self._client.publish(item.topic, item.payload, qos=1, retain=False)
+            task = asyncio.ensure_future(coro)
+            inflight.add(task)
+            task.add_done_callback(lambda t, item=item: sent(t, item))
 
     async def _ticker(self) -> None:
         while True:

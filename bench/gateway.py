@@ -1,0 +1,491 @@
+"""Benchmark of the gateway: order to lock-command latency, CPU share and peak RSS, event-driven
+matching side by side with the reference Go engine's design (matching on a 5 s poll).
+
+    .venv/bin/python bench/gateway.py [--meters 500] [--rate 100] [--seconds 30]
+                                      [--crossing 0.1] [--modes event,poll,event-prove-first]
+
+Setup, one run per mode, same load each time:
+
+* a real Mosquitto on loopback (tests.brokers), anonymous;
+* the gateway as its own process: ``ngrid gateway run`` for the event-driven modes, and for
+  ``poll`` the same service with :class:`PollingCore`, which logs each order at once but matches
+  only every 5 s, as the reference engine's ticker does;
+* ``--meters`` meters, each with its own MQTT connection, reporting signed ``state`` messages at
+  1 Hz and acknowledging every lock command (the edge.wire format). They are CPython stand-ins in
+  this process, not the firmware: hil.virtual's CPython-hosted meters had not landed when this
+  was written, and the gateway cannot tell the difference on the wire;
+* ``--rate`` orders per second over the homes' HTTP API, on a fixed schedule (not waiting for
+  answers): 45 % sells resting at 200-300 ticks/kWh, 45 % buys resting at 120-190 (below every
+  sell), and ``--crossing`` (10 %) buys at 400 that take the best sell at once (10 Wh each).
+
+Latency: from just before the crossing buy's POST to the arrival of its lock command at a
+subscriber on the broker (``ngrid/<gw>/+/cmd``), both on this process's monotonic clock; the lock
+is tied to its order through the gateway's ledger after the run (trade id -> buy order id).
+CPU share: the gateway's utime+stime over the load window divided by the wall time, for the main
+process and for its proof worker (edge.zk runs in a separate process). Peak RSS: VmHWM.
+
+Modes: ``event`` sends the lock right after the SoC check and proves meanwhile (``[locks]
+prove_before_lock = false``; the proof is awaited before settlement); ``event-prove-first`` makes
+the range proof before the lock (the default setting); ``poll`` is ``event`` with 5 s polling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+import aiomqtt  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+from edge.errors import GatewayError  # noqa: E402
+from edge.gateway.core import Append, Effect, GatewayCore, OrderRejected  # noqa: E402
+from edge.market import InvalidEvent, Order, event_to_dict  # noqa: E402
+from edge.wire import parse_command, seal  # noqa: E402
+from tests.brokers import free_port, running_mosquitto  # noqa: E402
+
+GATEWAY = "gwbench"
+PREFIX = f"ngrid/{GATEWAY}"
+POLL_MS = 5000
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+class PollingCore(GatewayCore):
+    """The reference engine's design: orders are accepted (and logged) at once, but matched
+    only when a 5 s ticker fires. Everything after matching is the gateway's own code."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._queued: list[Order] = []
+        self._next_poll = 0
+
+    def place(
+        self, *, home: str, side: str, wh: int, price: int, interval: int | None, now: int
+    ) -> tuple[str, list[Effect]]:
+        if interval is None:
+            interval = self.current_interval(now)
+        order_id = f"o{self.log_seq + 1}"
+        event = Order(order_id, home, side, wh, price, now, interval)
+        try:
+            self.engine.check(event)
+        except InvalidEvent as err:
+            raise OrderRejected(str(err)) from err
+        self.log_seq += 1
+        self._queued.append(event)
+        self.home_orders.setdefault(home, []).append(order_id)
+        return order_id, [Append(({"seq": self.log_seq, **event_to_dict(event)},))]
+
+    def tick(self, *, now: int) -> list[Effect]:
+        out = super().tick(now=now)
+        if now >= self._next_poll:
+            self._next_poll = now + POLL_MS
+            for event in self._queued:
+                self._on_trades(self.engine.submit(event), now, out)
+            self._queued.clear()
+        return out
+
+
+def serve_polling(config_path: str) -> None:
+    """Internal: run the gateway service with :class:`PollingCore` (the ``poll`` mode)."""
+    from edge.gateway.config import load_config
+    from edge.gateway.service import GatewayService, setup_logging
+
+    config = load_config(Path(config_path))
+    setup_logging(config.log_level)
+
+    async def main() -> None:
+        await GatewayService(config=config, core_class=PollingCore).run()
+
+    try:
+        asyncio.run(main())
+    except* GatewayError as group:
+        raise SystemExit(str(group.exceptions[0])) from None
+
+
+# ---------------------------------------------------------------------- setup
+
+
+def write_config(
+    directory: Path, *, meters: int, mqtt_port: int, api_port: int, prove_first: bool
+) -> Path:
+    key = Ed25519PrivateKey.generate()
+    (directory / "gateway.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    registry = [
+        {
+            "id": f"m{i}",
+            "mac_key": meter_key(i).hex(),
+            "capacity_wh": 10_000,
+            "reserve_bp": 2000,
+            "owner": f"h{i}",
+        }
+        for i in range(meters)
+    ]
+    (directory / "meters.json").write_text(json.dumps({"meters": registry}))
+    homes = "".join(f'[[homes]]\nid = "h{i}"\ntoken = "{token(i)}"\n' for i in range(meters))
+    text = f"""\
+[gateway]
+id = "{GATEWAY}"
+signing_key = "gateway.key"
+meters = "meters.json"
+log_level = "warning"
+
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+
+[api]
+port = {api_port}
+
+[locks]
+timeout_ms = 5000
+prove_before_lock = {"true" if prove_first else "false"}
+
+[telemetry]
+max_age_s = 30
+
+[batch]
+every_s = 3600
+max_trades = 100000
+
+{homes}"""
+    path = directory / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def meter_key(i: int) -> bytes:
+    return i.to_bytes(4, "big") * 8
+
+
+def token(i: int) -> str:
+    return f"bench-token-{i:06d}-xxxxxxxx"
+
+
+# ---------------------------------------------------------------------- load
+
+
+async def meter(i: int, port: int, stop: asyncio.Event, counters: dict[str, int]) -> None:
+    """One meter stand-in: 1 Hz signed state; an ok ack for each command (edge.wire)."""
+    name, key = f"m{i}", meter_key(i)
+    seq = 0
+
+    def state() -> bytes:
+        nonlocal seq
+        seq += 1
+        return seal(
+            key,
+            {
+                "v": 1,
+                "kind": "state",
+                "meter": name,
+                "seq": seq,
+                "ts": int(time.time()),
+                "soc_bp": 9000,
+                "import_wh": 0,
+                "export_wh": 0,
+                "power_w": 0,
+                "locked_wh": 0,
+                "fw": "bench",
+            },
+        )
+
+    async with aiomqtt.Client("127.0.0.1", port, identifier=f"bench-{name}") as client:
+        await client.subscribe(f"{PREFIX}/{name}/cmd", qos=1)
+
+        async def report() -> None:
+            await asyncio.sleep(random.random())
+            while not stop.is_set():
+                await client.publish(f"{PREFIX}/{name}/state", state(), qos=1)
+                counters["state"] += 1
+                await asyncio.sleep(1.0)
+
+        task = asyncio.create_task(report())
+        try:
+            async for message in client.messages:
+                cmd = parse_command(bytes(message.payload), key=key, meter=name)  # type: ignore[arg-type]
+                nonlocal_seq = seq + 1
+                seq = nonlocal_seq
+                ack = {
+                    "v": 1,
+                    "kind": "ack",
+                    "meter": name,
+                    "seq": seq,
+                    "ts": int(time.time()),
+                    "cmd": cmd.seq,
+                    "op": cmd.kind,
+                    "trade": cmd.trade,
+                    "ok": 1,
+                    "reason": "ok",
+                    "locked_wh": cmd.wh,
+                }
+                await client.publish(f"{PREFIX}/{name}/ack", seal(key, ack), qos=1)
+        finally:
+            task.cancel()
+
+
+async def observe_locks(port: int, seen: dict[str, float], ready: asyncio.Event) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-observer") as client:
+        await client.subscribe(f"{PREFIX}/+/cmd", qos=1)
+        ready.set()
+        async for message in client.messages:
+            at = time.perf_counter()
+            name = message.topic.value.split("/")[2]
+            cmd = parse_command(bytes(message.payload), key=meter_key(int(name[1:])), meter=name)  # type: ignore[arg-type]
+            if cmd.kind == "lock":
+                seen.setdefault(cmd.trade, at)
+
+
+def proc_tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def cpu_ticks(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    return 0
+
+
+def peak_rss_mb(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def api_ready(base: str, meters: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(
+                    f"{base}/v1/status", headers={"Authorization": f"Bearer {token(0)}"}
+                ) as r:
+                    if r.status == 200 and (await r.json())["meters_fresh"] >= meters:
+                        return
+            await asyncio.sleep(0.25)
+    raise RuntimeError("the gateway did not hear every meter in time")
+
+
+async def pending_zero(base: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            async with session.get(
+                f"{base}/v1/status", headers={"Authorization": f"Bearer {token(0)}"}
+            ) as r:
+                if (await r.json())["pending_locks"] == 0:
+                    return
+            await asyncio.sleep(0.25)
+
+
+async def run_mode(mode: str, args: argparse.Namespace, broker_port: int) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix=f"ngrid-bench-{mode}-"))
+    api_port = free_port()
+    config = write_config(
+        work,
+        meters=args.meters,
+        mqtt_port=broker_port,
+        api_port=api_port,
+        prove_first=mode == "event-prove-first",
+    )
+    if mode == "poll":
+        cmd = [sys.executable, __file__, "--serve-polling", str(config)]
+    else:
+        cmd = [
+            str(Path(sys.executable).with_name("ngrid")),
+            "gateway",
+            "run",
+            "--config",
+            str(config),
+        ]
+    log = (work / "gateway.log").open("wb")
+    gateway = subprocess.Popen(cmd, stdout=log, stderr=log)
+    stop = asyncio.Event()
+    counters = {"state": 0}
+    seen: dict[str, float] = {}
+    observer_ready = asyncio.Event()
+    tasks = [asyncio.create_task(observe_locks(broker_port, seen, observer_ready))]
+    base = f"http://127.0.0.1:{api_port}"
+    try:
+        for i in range(args.meters):
+            tasks.append(asyncio.create_task(meter(i, broker_port, stop, counters)))
+            if i % 50 == 49:
+                await asyncio.sleep(0.05)
+        await observer_ready.wait()
+        await api_ready(base, args.meters)
+
+        rng = random.Random(7)
+        sent: dict[str, float] = {}  # order id -> perf_counter before POST (crossing buys)
+        statuses: dict[int, int] = {}
+        connector = aiohttp.TCPConnector(limit=64)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def post(home: int, body: dict[str, Any], crossing: bool) -> None:
+                started = time.perf_counter()
+                async with session.post(
+                    f"{base}/v1/orders",
+                    json=body,
+                    headers={"Authorization": f"Bearer {token(home)}"},
+                ) as r:
+                    statuses[r.status] = statuses.get(r.status, 0) + 1
+                    if crossing and r.status == 201:
+                        sent[(await r.json())["id"]] = started
+
+            pids = proc_tree(gateway.pid)
+            cpu0 = {p: cpu_ticks(p) for p in pids}
+            t0 = time.perf_counter()
+            n = int(args.seconds * args.rate)
+            posts = []
+            for k in range(n):
+                delay = t0 + k / args.rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                home = rng.randrange(args.meters)
+                draw = rng.random()
+                if draw < args.crossing:
+                    body, crossing = {"side": "buy", "wh": 10, "price": 400}, True
+                elif draw < args.crossing + (1 - args.crossing) / 2:
+                    body, crossing = (
+                        {"side": "sell", "wh": 10, "price": rng.randint(200, 300)},
+                        False,
+                    )
+                else:
+                    body, crossing = (
+                        {"side": "buy", "wh": 10, "price": rng.randint(120, 190)},
+                        False,
+                    )
+                posts.append(asyncio.create_task(post(home, body, crossing)))
+            await asyncio.gather(*posts)
+            wall = time.perf_counter() - t0
+            pids = proc_tree(gateway.pid)
+            cpu1 = {p: cpu_ticks(p) for p in pids}
+            if mode == "poll":
+                await asyncio.sleep(POLL_MS / 1000 + 1)
+            await pending_zero(base)
+        main_cpu = (cpu1.get(gateway.pid, 0) - cpu0.get(gateway.pid, 0)) / CLK / wall
+        tree_cpu = sum(cpu1[p] - cpu0.get(p, 0) for p in cpu1) / CLK / wall
+        rss_main = peak_rss_mb(gateway.pid)
+        rss_tree = sum(peak_rss_mb(p) for p in pids)
+    finally:
+        stop.set()
+        gateway.send_signal(signal.SIGTERM)
+        try:
+            gateway.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        log.close()
+    db = sqlite3.connect(work / "ledger.sqlite3")
+    trade_buy = dict(db.execute("SELECT id, buy FROM trades"))
+    db.close()
+    latencies = sorted(
+        (seen[t] - sent[o]) * 1000 for t, o in trade_buy.items() if t in seen and o in sent
+    )
+    return {
+        "mode": mode,
+        "orders": sum(statuses.values()),
+        "accepted": statuses.get(201, 0),
+        "trades": len(trade_buy),
+        "measured": len(latencies),
+        "p50_ms": statistics.median(latencies) if latencies else float("nan"),
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        if latencies
+        else float("nan"),
+        "cpu_main": main_cpu,
+        "cpu_tree": tree_cpu,
+        "rss_main_mb": rss_main,
+        "rss_tree_mb": rss_tree,
+        "telemetry": counters["state"],
+        "work": str(work),
+    }
+
+
+async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, running_mosquitto(Path(tmp)) as broker:
+        for mode in args.modes.split(","):
+            print(f"running {mode} ...", file=sys.stderr, flush=True)
+            results.append(await run_mode(mode, args, broker.port))
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--meters", type=int, default=500)
+    parser.add_argument("--rate", type=float, default=100.0, help="orders per second")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--crossing", type=float, default=0.1, help="share of orders that trade")
+    parser.add_argument("--modes", default="event,poll,event-prove-first")
+    parser.add_argument("--serve-polling", metavar="CONFIG", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_polling:
+        serve_polling(args.serve_polling)
+        return
+    results = asyncio.run(bench(args))
+    print(
+        f"\n{args.meters} meters at 1 Hz, {args.rate:g} orders/s for {args.seconds:g} s, "
+        f"{args.crossing:.0%} crossing; {os.cpu_count()} cores\n"
+    )
+    header = (
+        f"{'mode':<19}{'orders':>7}{'trades':>7}{'locks timed':>12}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'CPU main':>9}{'CPU+prover':>11}{'RSS MB':>8}{'RSS+prover':>11}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r['mode']:<19}{r['accepted']:>7}{r['trades']:>7}{r['measured']:>12}"
+            f"{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['cpu_main']:>9.1%}{r['cpu_tree']:>11.1%}"
+            f"{r['rss_main_mb']:>8.1f}{r['rss_tree_mb']:>11.1f}"
+        )
+    by = {r["mode"]: r for r in results}
+    if "event" in by and "poll" in by:
+        e, p = by["event"], by["poll"]
+        print(
+            f"\npoll / event latency: p50 {p['p50_ms'] / e['p50_ms']:.0f}x, "
+            f"p99 {p['p99_ms'] / e['p99_ms']:.0f}x"
+        )
+    print(json.dumps(results), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
