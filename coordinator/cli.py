@@ -122,3 +122,136 @@ async def _soroban_local(
             f"soroban-local: closing a ledger every {ledger_close_ms} ms; Ctrl-C to stop", err=True
         )
         await asyncio.Event().wait()
+
+
+@coordinator.command("serve")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="coordinator.toml (default: every setting at its default).",
+)
+def serve_command(config_path: Path | None) -> None:
+    """Verify and anchor gateways' batches over HTTP (see docs/coordinator.md)."""
+    import asyncio
+    import logging
+
+    from coordinator.config import default_config, load_config
+    from coordinator.service import serve
+
+    config = load_config(config_path) if config_path is not None else default_config()
+    config.http.admin_token()  # a bad token file is a start-up error, not a runtime one
+    if config.soroban.enabled:
+        config.soroban.submitter_config("").keypair()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    def ready(url: str) -> None:
+        click.echo(f"coordinator: listening on {url} (store {config.store_path})")
+        if config.soroban.enabled:
+            click.echo(f"coordinator: anchoring through {config.soroban.rpc_url}")
+        else:
+            click.echo("coordinator: anchoring disabled ([soroban] enabled = false)")
+
+    try:
+        asyncio.run(serve(config, ready=ready))
+    except KeyboardInterrupt:
+        click.echo("coordinator: stopped", err=True)
+
+
+@coordinator.command("init-config")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def init_config_command(path: Path) -> None:
+    """Write a coordinator.toml with every setting at its default."""
+    from coordinator.config import SAMPLE
+    from coordinator.errors import CoordinatorError
+
+    if path.exists():
+        raise CoordinatorError(f"{path} exists; not overwriting it")
+    path.write_text(SAMPLE, encoding="utf-8")
+    click.echo(f"wrote {path}")
+
+
+@coordinator.command("verify")
+@click.argument(
+    "batch_files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--registry",
+    "registrations",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A gateway's registration.json from `ngrid provision gateway` (repeatable).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="coordinator.toml for the community's [market], [settlement] and [verify] rules.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def verify_command(
+    batch_files: tuple[Path, ...],
+    registrations: tuple[Path, ...],
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Check batch files offline and print the findings; exit 1 on any failing check.
+
+    Give a gateway's batches from its first (or with every earlier one): each is checked
+    against the ones before it, as the service does. A batch whose predecessor is missing is
+    held, which also exits 1.
+    """
+    import json
+
+    from coordinator.config import default_config, load_config
+    from coordinator.errors import BatchRefusedError, CoordinatorError
+    from coordinator.service import parse_registration
+    from coordinator.verify import GatewayKey, verify_chain
+    from edge.batch import BatchError, decode_batch
+
+    config = load_config(config_path) if config_path is not None else default_config()
+    registry: dict[str, GatewayKey] = {}
+    for path in registrations:
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise CoordinatorError(f"cannot read {path}: {err.strerror}") from err
+        except ValueError as err:
+            raise CoordinatorError(f"{path} is not JSON: {err}") from err
+        try:
+            reg = parse_registration(document)
+        except ValueError as err:
+            raise CoordinatorError(f"{path}: {err}") from err
+        registry[reg.gateway] = GatewayKey(
+            id=reg.gateway, public_key=reg.public_key, meters=frozenset(reg.meters)
+        )
+    batches = []
+    for path in batch_files:
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise CoordinatorError(f"cannot read {path}: {err.strerror}") from err
+        try:
+            batches.append(decode_batch(data.rstrip(b"\n")))
+        except BatchError as err:
+            raise BatchRefusedError(f"{path}: {err}", failed=1) from err
+    results = verify_chain(batches, registry=registry, rules=config.rules)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in results], indent=2))
+    else:
+        for r in results:
+            click.echo(f"{r.gateway}/{r.seq} {r.verdict}  (hash {r.hash.hex()})")
+            for f in r.findings:
+                where = f" [{f.trade}]" if f.trade else ""
+                click.echo(f"  {f.status.upper():4} {f.check}{where}: {f.detail}")
+    failed = sum(len(r.failures) for r in results)
+    not_ok = [r for r in results if r.verdict != "accepted"]
+    if failed or not_ok:
+        held = sum(1 for r in results if r.verdict == "held")
+        raise BatchRefusedError(
+            f"{len(not_ok)} of {len(results)} batches not accepted "
+            f"({failed} failing findings, {held} held)",
+            failed=failed,
+        )

@@ -9,9 +9,13 @@ from edge.errors import ConfigError, NgridError
 
 __all__ = [
     "AnchorRefusedError",
+    "BatchRefusedError",
     "ConfigError",
     "CoordinatorError",
+    "RegistrationConflict",
+    "RegistrationError",
     "SorobanError",
+    "StoreError",
     "SubmissionError",
 ]
 
@@ -49,4 +53,30 @@ class SubmissionError(SorobanError):
     ) -> None:
         self.tx_hash = tx_hash
         self.result_code = result_code
+        super().__init__(message)
+
+
+class StoreError(CoordinatorError):
+    """The coordinator's database cannot be opened or has a schema this version does not know."""
+
+
+class RegistrationError(CoordinatorError, ValueError):
+    """A gateway registration request is malformed or its self-signature does not verify."""
+
+
+class RegistrationConflict(CoordinatorError, ValueError):
+    """A registration contradicts the registry: ``reason`` is ``key`` (the gateway is registered
+    with another public key) or ``meter`` (a meter already belongs to another gateway)."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class BatchRefusedError(CoordinatorError):
+    """``ngrid coordinator verify`` found a failing check (or could not finish: a held batch);
+    the findings have been printed. ``failed`` counts the failing findings."""
+
+    def __init__(self, message: str, *, failed: int) -> None:
+        self.failed = failed
         super().__init__(message)
