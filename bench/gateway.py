@@ -11,9 +11,10 @@ Setup, one run per mode, same load each time:
   ``poll`` the same service with :class:`PollingCore`, which logs each order at once but matches
   only every 5 s, as the reference engine's ticker does;
 * ``--meters`` meters, each with its own MQTT connection, reporting signed ``state`` messages at
-  1 Hz and acknowledging every lock command (the edge.wire format). They are CPython stand-ins in
-  this process, not the firmware: hil.virtual's CPython-hosted meters had not landed when this
-  was written, and the gateway cannot tell the difference on the wire;
+  1 Hz and acknowledging every lock command (the edge.wire format), run by a separate fleet
+  process so that they do not disturb the measuring process. They are CPython stand-ins, not the
+  firmware: hil.virtual's CPython-hosted meters had not landed when this was written, and the
+  gateway cannot tell the difference on the wire;
 * ``--rate`` orders per second over the homes' HTTP API, on a fixed schedule (not waiting for
   answers): 45 % sells resting at 200-300 ticks/kWh, 45 % buys resting at 120-190 (below every
   sell), and ``--crossing`` (10 %) buys at 400 that take the best sell at once (10 Wh each).
@@ -246,6 +247,18 @@ async def meter(i: int, port: int, stop: asyncio.Event, counters: dict[str, int]
             task.cancel()
 
 
+async def fleet(first: int, last: int, port: int) -> None:
+    """Internal (``--fleet``): run meters ``first``..``last - 1`` until killed."""
+    stop = asyncio.Event()
+    counters = {"state": 0}
+    tasks = []
+    for i in range(first, last):
+        tasks.append(asyncio.create_task(meter(i, port, stop, counters)))
+        if i % 50 == 49:
+            await asyncio.sleep(0.05)
+    await asyncio.gather(*tasks)
+
+
 async def observe_locks(port: int, seen: dict[str, float], ready: asyncio.Event) -> None:
     async with aiomqtt.Client("127.0.0.1", port, identifier="bench-observer") as client:
         await client.subscribe(f"{PREFIX}/+/cmd", qos=1)
@@ -337,23 +350,22 @@ async def run_mode(mode: str, args: argparse.Namespace, broker_port: int) -> dic
         ]
     log = (work / "gateway.log").open("wb")
     gateway = subprocess.Popen(cmd, stdout=log, stderr=log)
-    stop = asyncio.Event()
-    counters = {"state": 0}
     seen: dict[str, float] = {}
     observer_ready = asyncio.Event()
     tasks = [asyncio.create_task(observe_locks(broker_port, seen, observer_ready))]
     base = f"http://127.0.0.1:{api_port}"
+    meters = subprocess.Popen(
+        [sys.executable, __file__, "--fleet", f"0:{args.meters}", "--port", str(broker_port)],
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        for i in range(args.meters):
-            tasks.append(asyncio.create_task(meter(i, broker_port, stop, counters)))
-            if i % 50 == 49:
-                await asyncio.sleep(0.05)
         await observer_ready.wait()
         await api_ready(base, args.meters)
 
         rng = random.Random(7)
         sent: dict[str, float] = {}  # order id -> perf_counter before POST (crossing buys)
         statuses: dict[int, int] = {}
+        round_trips: list[float] = []
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -365,8 +377,10 @@ async def run_mode(mode: str, args: argparse.Namespace, broker_port: int) -> dic
                     headers={"Authorization": f"Bearer {token(home)}"},
                 ) as r:
                     statuses[r.status] = statuses.get(r.status, 0) + 1
-                    if crossing and r.status == 201:
-                        sent[(await r.json())["id"]] = started
+                    answer = await r.json()
+                round_trips.append((time.perf_counter() - started) * 1000)
+                if crossing and r.status == 201:
+                    sent[answer["id"]] = started
 
             pids = proc_tree(gateway.pid)
             cpu0 = {p: cpu_ticks(p) for p in pids}
@@ -404,7 +418,8 @@ async def run_mode(mode: str, args: argparse.Namespace, broker_port: int) -> dic
         rss_main = peak_rss_mb(gateway.pid)
         rss_tree = sum(peak_rss_mb(p) for p in pids)
     finally:
-        stop.set()
+        meters.kill()
+        meters.wait()
         gateway.send_signal(signal.SIGTERM)
         try:
             gateway.wait(timeout=20)
@@ -434,7 +449,7 @@ async def run_mode(mode: str, args: argparse.Namespace, broker_port: int) -> dic
         "cpu_tree": tree_cpu,
         "rss_main_mb": rss_main,
         "rss_tree_mb": rss_tree,
-        "telemetry": counters["state"],
+        "post_p50_ms": statistics.median(round_trips) if round_trips else float("nan"),
         "work": str(work),
     }
 
@@ -456,9 +471,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crossing", type=float, default=0.1, help="share of orders that trade")
     parser.add_argument("--modes", default="event,poll,event-prove-first")
     parser.add_argument("--serve-polling", metavar="CONFIG", help=argparse.SUPPRESS)
+    parser.add_argument("--fleet", metavar="FIRST:LAST", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_polling:
         serve_polling(args.serve_polling)
+        return
+    if args.fleet:
+        first, last = (int(x) for x in args.fleet.split(":"))
+        asyncio.run(fleet(first, last, args.port))
         return
     results = asyncio.run(bench(args))
     print(
@@ -467,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     header = (
         f"{'mode':<19}{'orders':>7}{'trades':>7}{'locks timed':>12}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'CPU main':>9}{'CPU+prover':>11}{'RSS MB':>8}{'RSS+prover':>11}"
+        f"{'CPU main':>9}{'CPU+prover':>11}{'RSS MB':>8}{'RSS+prover':>11}{'POST p50':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -475,7 +496,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{r['mode']:<19}{r['accepted']:>7}{r['trades']:>7}{r['measured']:>12}"
             f"{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['cpu_main']:>9.1%}{r['cpu_tree']:>11.1%}"
-            f"{r['rss_main_mb']:>8.1f}{r['rss_tree_mb']:>11.1f}"
+            f"{r['rss_main_mb']:>8.1f}{r['rss_tree_mb']:>11.1f}{r['post_p50_ms']:>9.1f}"
         )
     by = {r["mode"]: r for r in results}
     if "event" in by and "poll" in by:
