@@ -337,3 +337,65 @@ async def test_state_survives_a_restart(
             status, again = await s.upload(encode_batch(sim.batches[0]))
             assert status == 200 and again["repeated"]
     assert s.anchored_seqs("gw-a") == [1, 2]
+
+
+class Crash(Exception):
+    """Stands for the process dying."""
+
+
+class CrashAfterSend(SorobanServerAsync):
+    """The real SDK client, but the process 'dies' right after its send reaches the RPC."""
+
+    async def send_transaction(self, transaction_envelope):  # type: ignore[no-untyped-def]
+        await super().send_transaction(transaction_envelope)
+        raise Crash
+
+
+async def test_a_restart_between_send_and_confirmation_anchors_once(
+    tmp_path: Path, chain_env: tuple[LocalSoroban, str, Path], sim: GatewaySim
+) -> None:
+    rpc, cid, secret = chain_env
+    config = coordinator_config(tmp_path, rpc.url, cid, secret)
+    envelopes = SqliteEnvelopeStore(path=config.store_path)
+    crashing = Submitter(
+        config=config.soroban.submitter_config(cid),
+        store=envelopes,
+        server=CrashAfterSend(rpc.url),
+        poll_interval_s=0.02,
+    )
+    async with aiohttp.ClientSession() as http:
+        async with running(config, submitter=crashing) as (coordinator, url):
+            s = Stack(
+                rpc=rpc, contract_id=cid, config=config, coordinator=coordinator, url=url, http=http
+            )
+            await s.register(sim)
+            assert (await s.upload(encode_batch(sim.batches[0])))[0] == 200
+            for _ in range(200):
+                _, body = await s.get("/batches/gw-a/1")
+                if body["anchor"]["error"]:
+                    break
+                await asyncio.sleep(0.02)
+            assert "Crash" in body["anchor"]["error"] and body["anchor"]["status"] == "pending"
+        await crashing.close()
+        envelopes.close()
+        await asyncio.sleep(0.3)  # the envelope sent before the "crash" is applied meanwhile
+        async with running(config) as (coordinator, url):
+            s = Stack(
+                rpc=rpc, contract_id=cid, config=config, coordinator=coordinator, url=url, http=http
+            )
+            done = await s.anchored("gw-a", 1)
+    assert s.anchored_seqs("gw-a") == [1]
+    assert (
+        done["anchor"]["chain"]
+        == expected_chain(
+            bytes(32), batch_hash(sim.batches[0]), 1, len(sim.batches[0].trades)
+        ).hex()
+    )
+
+
+async def test_try_again_later_is_waited_out(stack: Stack, sim: GatewaySim) -> None:
+    await stack.register(sim)
+    stack.rpc.rpc.inject_try_again_later(3)
+    assert (await stack.upload(encode_batch(sim.batches[0])))[0] == 200
+    await stack.anchored("gw-a", 1)
+    assert stack.anchored_seqs("gw-a") == [1]
