@@ -676,20 +676,20 @@ class Engine:
         self._tseq += 1
         first = mk if mk[_SEQ] < o[_SEQ] else o
         buy, sell = (o, mk) if o[_BUY] else (mk, o)
-        t = Trade(
-            id=f"t{self._tseq}",
-            buy=buy[_ID],
-            sell=sell[_ID],
-            buyer=buy[_OWNER],
-            seller=sell[_OWNER],
-            wh=q,
-            price=first[_PRICE],
-            interval=o[_INTERVAL],
-            ts=ts,
-            maker="buy" if first[_BUY] else "sell",
-        )
-        self._trades.append(t)
-        return t
+        t = _TradeBuilder()
+        t.id = f"t{self._tseq}"
+        t.buy = buy[_ID]
+        t.sell = sell[_ID]
+        t.buyer = buy[_OWNER]
+        t.seller = sell[_OWNER]
+        t.wh = q
+        t.price = first[_PRICE]
+        t.interval = o[_INTERVAL]
+        t.ts = ts
+        t.maker = "buy" if first[_BUY] else "sell"
+        t.__class__ = Trade  # type: ignore[assignment]
+        self._trades.append(t)  # type: ignore[arg-type]
+        return t  # type: ignore[return-value]
 
     def _cancel(self, ev: Cancel) -> None:
         offer = self._offers.get(ev.id)
