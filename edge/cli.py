@@ -53,9 +53,9 @@ def market_replay(log: str, policy: str, max_matches: int | None, reservations: 
         raise err.with_source(source) from None
     except UnicodeDecodeError:
         raise MarketError(f"{source}: not UTF-8 text") from None
-    out = click.get_text_stream("stdout")
+    out = click.get_binary_stream("stdout")  # UTF-8 whatever the locale: same bytes everywhere
     if lines:
-        out.write("\n".join(lines) + "\n")
+        out.write(("\n".join(lines) + "\n").encode("utf-8"))
     out.flush()
 
 
