@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import secrets
 import shutil
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,11 +28,11 @@ from typing import Any
 
 from edge.errors import ConfigError, NgridError
 from neighbourgrid.simulate.homes import Home, make_homes
-from neighbourgrid.simulate.inputs import INTERVAL_S
+from neighbourgrid.simulate.inputs import INTERVAL_S, INTERVALS_PER_DAY
 from neighbourgrid.simulate.physics import Neighbourhood, run_baseline
 from neighbourgrid.simulate.report import ReportData, write_report, write_summary
 
-__all__ = ["SimClock", "SimConfig", "SimulationError", "run"]
+__all__ = ["EmbeddedBroker", "SimClock", "SimConfig", "SimulationError", "run"]
 
 log = logging.getLogger("neighbourgrid.simulate")
 
@@ -239,7 +241,6 @@ def _gateway_document(
         "host": host,
         "port": port,
         "topic_prefix": f"ngrid/{GATEWAY_ID}",
-        "embedded_broker": config.broker is None,
     }
     if username:
         mqtt["username"] = username
@@ -315,21 +316,66 @@ def _start_ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
+class EmbeddedBroker:
+    """An amqtt broker (anonymous, loopback) in a thread with its own event loop.
+
+    Its own thread so that the firmware's blocking MQTT calls (umqtt.simple's ``connect`` waits
+    for the CONNACK) never wait on the simulation's event loop.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int) -> None:
+        self.host = host
+        self.port = port
+        self._loop = asyncio.new_event_loop()
+        self._broker: Any = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="broker")
+
+    def start(self) -> None:
+        from amqtt.broker import Broker
+
+        self._thread.start()
+
+        async def boot() -> Any:
+            broker = Broker(
+                {
+                    "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+                    "plugins": {
+                        "amqtt.plugins.authentication.AnonymousAuthPlugin": {
+                            "allow_anonymous": True
+                        }
+                    },
+                }
+            )
+            await broker.start()
+            return broker
+
+        self._broker = asyncio.run_coroutine_threadsafe(boot(), self._loop).result(timeout=30)
+
+    def stop(self) -> None:
+        if self._broker is not None:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._broker.shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+
 async def _live(config: SimConfig, homes: Sequence[Home]) -> LiveResult:
     import aiohttp
 
     from edge.gateway.config import parse_config
     from edge.gateway.service import GatewayService
-    from neighbourgrid.simulate.meters import StandInMeter
+    from neighbourgrid.simulate.firmware import FirmwareMeter
 
     out = config.out
     gw_dir = out / "gateway"
-    if gw_dir.exists():
-        shutil.rmtree(gw_dir)
+    for sub in ("gateway", "meters", "coordinator"):
+        if (out / sub).exists():
+            shutil.rmtree(out / sub)
     gw_dir.mkdir(parents=True)
     plan = behaviours(homes, config.seed)
     keys = {h.id: secrets.token_bytes(32) for h in homes}
     tokens = {h.id: secrets.token_urlsafe(24) for h in homes}
+    broker: EmbeddedBroker | None = None
     if config.broker is None:
         host, port, username, password = "127.0.0.1", _free_port(), None, None
     else:
@@ -352,23 +398,49 @@ async def _live(config: SimConfig, homes: Sequence[Home]) -> LiveResult:
     stages: dict[str, str] = {
         "inputs (BDEW H0, pvlib TMY3)": "ran",
         "no-trading baseline": "ran",
-        "broker": "ran (embedded amqtt)" if config.broker is None else f"ran ({host}:{port})",
     }
     hood = Neighbourhood(homes=homes, start=config.start, days=config.days)
     t0 = _start_ms(config.start)
-    clock = SimClock(t0 - 1)
+    clock = SimClock(t0 - 3000)
+    clock.cap = t0 - 2500  # start-up takes real time; the first report must come before t0-1s
     for name in ("amqtt", "transitions", "edge.gateway", "aiohttp.access"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    if config.broker is None:
+        broker = EmbeddedBroker(host=host, port=port)
+        broker.start()
+        stages["broker"] = f"ran (embedded amqtt on {host}:{port})"
+    else:
+        stages["broker"] = f"ran ({host}:{port})"
     service = GatewayService(
         config=gw_config, clock=clock, tick_s=0.01, prover_workers=2, handle_signals=False
     )
     gw_task = asyncio.create_task(service.run(), name="gateway")
-    meters: dict[str, StandInMeter] = {}
+    meters: dict[str, FirmwareMeter] = {}
     traded_wh = [0] * hood.intervals
     clearing: list[float | None] = [None] * hood.intervals
     reference: list[int | None] = [None] * hood.intervals
-    counters = {h.id: [0, 0] for h in homes}  # import, export (cumulative Wh)
     app_orders = manual_orders = 0
+    core = service.core
+
+    async def pump(until: Callable[[], bool], *, timeout: float, what: str) -> None:
+        """Step every meter's firmware until ``until()`` holds."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    for meter in meters.values():
+                        meter.step()
+                    if until():
+                        return
+                    await asyncio.sleep(0.002)
+        except TimeoutError:
+            refused = dict(core.refusals)
+            raise SimulationError(
+                f"timed out waiting for {what} (gateway refusals: {refused or 'none'})"
+            ) from None
+
+    def seqs() -> dict[str, int]:
+        return {m.id: (t.seq if (t := core.telemetry.get(m.id)) else -1) for m in meters.values()}
+
     try:
         await _until(
             lambda: (
@@ -379,65 +451,73 @@ async def _live(config: SimConfig, homes: Sequence[Home]) -> LiveResult:
             timeout=30,
             what="the gateway to start",
         )
-        stages["gateway (policies, matching, locks, ledger)"] = "ran"
-        for home in homes:
+        stages["gateway (policies, matching, proofs, locks, settlement, ledger)"] = "ran"
+        # The firmware calls gc.collect() after each message, as MicroPython needs; on CPython
+        # that walks the host's whole heap (pandas, pvlib, the gateway ...), about 0.1 s each.
+        # Freezing what exists now leaves those collections only the objects made later.
+        gc.freeze()
+        for i, home in enumerate(homes):
             if home.battery is None:
                 continue
-            meter = StandInMeter(
-                meter=f"m-{home.id}",
-                key=keys[home.id],
-                capacity_wh=home.battery.capacity_wh,
-                reserve_bp=home.battery.reserve_bp,
-                host=host,
-                port=port,
-                prefix=gw_config.mqtt.topic_prefix,
+            battery = hood.batteries[home.id]
+            meters[home.id] = FirmwareMeter(
+                directory=out / "meters" / home.id,
+                config={
+                    "device_id": f"m-{home.id}",
+                    "gateway_id": GATEWAY_ID,
+                    "broker_host": host,
+                    "broker_port": port,
+                    "broker_user": username or "",
+                    "broker_password": password or "",
+                    "mac_key": keys[home.id].hex(),
+                    "capacity_wh": home.battery.capacity_wh,
+                    "reserve_bp": home.battery.reserve_bp,
+                    "report_s": 1,  # one report each time the simulated clock moves on
+                    "watchdog_ms": 0,
+                },
+                soc=lambda b=battery: b.soc_bp,  # type: ignore[misc]
                 clock=clock,
-                username=username,
-                password=password,
+                seed=config.seed * 1000 + i,
             )
-            await meter.start()
-            meters[home.id] = meter
-        stages["meters"] = (
-            "stand-in meters (hil.virtual, the real firmware, has not landed; see "
-            "neighbourgrid/simulate/meters.py)"
+        await pump(
+            lambda: all(m.connected for m in meters.values()) and min(seqs().values()) >= 0,
+            timeout=30,
+            what="the meters to connect and report",
         )
+        stages["meters"] = "ran (the real firmware, device/ngmeter, hosted on CPython)"
         if config.vm:
-            stages["meters"] += "; --vm ignored"
+            stages["meters"] += (
+                "; --vm not run: the MicroPython VM host cannot reach a broker yet "
+                "(hil.virtual has no networked VM meter)"
+            )
         api = f"http://127.0.0.1:{service.api_port}"
-        core = service.core
         progress = _progress(config, hood.intervals)
+        interval_ms = INTERVAL_S * 1000
         async with aiohttp.ClientSession() as session:
             for k in range(hood.intervals + 1):
-                start_k = t0 + k * INTERVAL_S * 1000
-                # 1. meters report their state at the interval boundary
-                clock.jump(start_k - 1)
-                want: dict[str, int] = {}
-                for hid, meter in meters.items():
-                    battery = hood.batteries[hid]
-                    meter.sense(
-                        soc_bp=battery.soc_bp,
-                        import_wh=counters[hid][0],
-                        export_wh=counters[hid][1],
-                        power_w=0,
-                    )
-                    if k > 0:
-                        meter.release_all()
-                    want[meter.meter] = await meter.report(ts=start_k)
-                await _until(
-                    lambda want=want: all(  # type: ignore[misc]
-                        (t := core.telemetry.get(m)) is not None and t.seq >= s
-                        for m, s in want.items()
+                start_k = t0 + k * interval_ms
+                interval_no = start_k // interval_ms
+                # 1. the last second of the previous interval: the firmware counts the
+                #    interval's pulses (crediting exports to its locks) and reports its state
+                clock.jump(start_k - 1000, cap=start_k - 1)
+                before = seqs()
+                await pump(
+                    lambda b=before: all(  # type: ignore[misc]
+                        s > b[m] for m, s in seqs().items()
                     ),
                     timeout=20,
                     what="the gateway to take the meters' telemetry",
                 )
-                # 2. the interval begins: close, delivery checks, standing policies
-                clock.jump(start_k, cap=start_k + INTERVAL_S * 1000 - 2)
-                interval_no = start_k // (INTERVAL_S * 1000)
-                await _until(
-                    lambda n=interval_no: core.interval == n,  # type: ignore[misc]
-                    timeout=20,
-                    what="the gateway's interval tick",
+                # 2. the interval begins: the meters report deliveries of the locks that
+                #    ended; the gateway closes the interval, decides them and runs policies
+                clock.jump(start_k, cap=start_k + interval_ms - 2000)
+                await pump(
+                    lambda n=interval_no: (
+                        core.interval == n  # type: ignore[misc]
+                        and not any(lk.interval < n for lk in core.locks.values())
+                    ),
+                    timeout=30,
+                    what="the gateway's interval tick and delivery decisions",
                 )
                 if k == hood.intervals:
                     break
@@ -452,25 +532,25 @@ async def _live(config: SimConfig, homes: Sequence[Home]) -> LiveResult:
                             await _order(session, api, tokens[home.id], "buy", need, b.buy_price)
                             app_orders += 1
                     elif home.manual and home.battery is not None and b.sell_price is not None:
-                        hour = (k % 96) // 4
+                        hour = (k % INTERVALS_PER_DAY) * INTERVAL_S // 3600
                         if 17 <= hour <= 21 and k % 4 == 0:
                             above = hood.batteries[home.id].soc_bp - (b.sell_above_bp or 5000)
-                            wh = above * home.battery.capacity_wh // 10_000 - 0
+                            wh = above * home.battery.capacity_wh // 10_000
                             if wh >= 100:
                                 await _order(
                                     session, api, tokens[home.id], "sell", wh, b.sell_price
                                 )
                                 manual_orders += 1
-                # 4. proofs, locks and acks: wait until every trade is settled or voided
-                await _until(lambda: not core.pending, timeout=60, what="locks to be acknowledged")
+                # 4. proofs, lock commands, the firmware's acks: until each trade is settled
+                #    or voided
+                await pump(lambda: not core.pending, timeout=90, what="locks to be acknowledged")
                 # 5. physics: sellers deliver what their settled trades require
                 locks = [lk for lk in core.locks.values() if lk.interval == interval_no]
                 sold: dict[str, int] = {}
                 for lk in locks:
                     sold[lk.seller] = sold.get(lk.seller, 0) + lk.wh
-                delivered = {hid: hood.deliverable_wh(hid, wh) for hid, wh in sold.items()}
+                left = {hid: hood.deliverable_wh(hid, wh) for hid, wh in sold.items()}
                 received: dict[str, int] = {}
-                left = dict(delivered)
                 wh_sum = price_sum = 0
                 for lk in locks:  # settlement order, as the gateway shares them out
                     row = service.ledger.trade(lk.trade)
@@ -484,24 +564,30 @@ async def _live(config: SimConfig, homes: Sequence[Home]) -> LiveResult:
                 flows = hood.step(sold=sold, received=received)
                 traded_wh[k] = wh_sum
                 clearing[k] = price_sum / wh_sum if wh_sum else None
-                for hid, f in flows.items():
-                    counters[hid][0] += f.import_wh
-                    counters[hid][1] += f.export_wh + f.delivered_wh
+                for hid, meter in meters.items():
+                    f = flows[hid]
+                    meter.hal.add_energy(
+                        import_wh=f.import_wh,
+                        export_wh=f.export_wh + f.delivered_wh,
+                        seconds=INTERVAL_S,
+                    )
                 progress.update(1)
         progress.close()
-        # Final deliveries are decided at the last tick; seal what is left.
-        await _until(lambda: not core.locks, timeout=20, what="the last delivery checks")
         service.seal("end")
         totals = service.ledger.totals()
         statements = {h.id: service.ledger.statement(h.id) for h in homes}
+        refusals = sum(m.runner.meter.refusals for m in meters.values())
+        stages["meters"] += f"; lock refusals by the firmware: {refusals}"
     finally:
         for meter in meters.values():
             with contextlib.suppress(Exception):
-                await meter.stop()
+                meter.close()
         service.stop()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(20):
                 await gw_task
+        if broker is not None:
+            broker.stop()
     result = LiveResult(
         hood=hood,
         stages=stages,

@@ -1,0 +1,137 @@
+"""``ngrid simulate`` as a newcomer runs it: a real subprocess, a small neighbourhood, one day.
+
+Checks the identities the summary must satisfy (issue 9) against the run's own files: the
+gateway's ledger copied into --out, the coordinator's store and the report.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.brokers import Broker
+
+NGRID = shutil.which("ngrid") or str(Path(sys.executable).with_name("ngrid"))
+SMALL = ("--homes", "4", "--days", "1", "--seed", "7", "--no-progress")
+
+
+def simulate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([NGRID, "simulate", *args], capture_output=True, text=True, timeout=170)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sim") / "run"
+    result = simulate(*SMALL, "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "report:" in result.stdout
+    return out
+
+
+@pytest.fixture(scope="module")
+def summary(run_dir: Path) -> dict[str, Any]:
+    return dict(json.loads((run_dir / "summary.json").read_text()))
+
+
+def test_the_run_traded(summary: dict[str, Any]) -> None:
+    assert summary["homes"] == 4
+    assert summary["days"] == 1
+    assert summary["trades"] > 0
+    assert summary["wh_traded"] > 0
+
+
+def test_tokens_burned_equal_wh_traded(summary: dict[str, Any]) -> None:
+    assert summary["tokens_burned"] == summary["wh_traded"]
+
+
+def test_carbon_is_820_mg_per_wh_traded(summary: dict[str, Any]) -> None:
+    assert summary["carbon_mg"] == 820 * summary["wh_traded"]
+
+
+def test_every_batch_anchored_every_proof_verified_replay_agrees(summary: dict[str, Any]) -> None:
+    assert summary["batches"] >= 1
+    assert summary["batches_anchored"] == summary["batches"]
+    assert summary["proofs_verified"] == summary["trades"]
+    assert summary["replay_ok"] is True
+
+
+def test_trading_does_not_raise_grid_import(summary: dict[str, Any]) -> None:
+    assert summary["grid_import_wh_with_trading"] <= summary["grid_import_wh_without_trading"]
+    assert 0 <= summary["self_sufficiency_pct"] <= 100
+
+
+def test_delivery_figures_are_consistent(summary: dict[str, Any]) -> None:
+    assert 0 <= summary["wh_delivered"] <= summary["wh_traded"]
+    assert 0 <= summary["defaults"] <= summary["trades"]
+    assert summary["lp_commission"] > 0
+
+
+def test_summary_agrees_with_the_ledger_file(run_dir: Path, summary: dict[str, Any]) -> None:
+    db = sqlite3.connect(run_dir / "gateway" / "ledger.sqlite3")
+    try:
+        trades, wh = db.execute("SELECT COUNT(*), SUM(wh) FROM trades").fetchone()
+        burned = db.execute("SELECT SUM(tokens) FROM token_burns").fetchone()[0]
+        batches = db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+        unbatched = db.execute("SELECT COUNT(*) FROM trades WHERE batch_seq IS NULL").fetchone()[0]
+    finally:
+        db.close()
+    assert (trades, wh, burned) == (summary["trades"], summary["wh_traded"], summary["wh_traded"])
+    assert batches == summary["batches"]
+    assert unbatched == 0
+
+
+def test_order_log_replays_to_the_ledgers_trades(run_dir: Path, summary: dict[str, Any]) -> None:
+    log = run_dir / "gateway" / "orderlog.jsonl"
+    lines = []
+    voided = set()
+    for line in log.read_text().splitlines():
+        record = json.loads(line)
+        record.pop("seq")
+        if record["op"] == "void":
+            voided.add(record["trade"])
+        lines.append(json.dumps(record))
+    plain = run_dir / "plain.jsonl"
+    plain.write_text("\n".join(lines) + "\n")
+    result = subprocess.run(
+        [NGRID, "market", "replay", str(plain)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    replayed = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
+    kept = [t for t in replayed if t["id"] not in voided]
+    assert len(kept) == summary["trades"]
+
+
+def test_outputs_for_inspection_exist(run_dir: Path) -> None:
+    assert (run_dir / "coordinator" / "envelopes.sqlite").stat().st_size > 0
+    page = (run_dir / "report.html").read_text()
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 4
+    assert "http://" not in page and "https://" not in page  # self-contained
+
+
+def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
+    result = simulate("--homes", "1", "--out", str(tmp_path / "x"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "homes" in result.stderr
+    result = simulate("--start", "2024-02-30", "--out", str(tmp_path / "y"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_runs_on_mosquitto_with_broker_option(mosquitto: Broker, tmp_path: Path) -> None:
+    out = tmp_path / "mq"
+    result = simulate(*SMALL, "--broker", mosquitto.url, "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trades"] > 0
+    assert summary["tokens_burned"] == summary["wh_traded"]
+    assert summary["batches_anchored"] == summary["batches"]
+    assert summary["stages"]["broker"].startswith("ran (127.0.0.1")
