@@ -40,7 +40,6 @@ from provisioning.errors import (
     BoardStuckError,
     NoBoardError,
     ProvisionError,
-    SelfTestError,
     UploadVerificationError,
     WrongChipError,
 )
@@ -55,6 +54,7 @@ from provisioning.inventory import (
     validate_id,
 )
 from provisioning.mosquitto import hash_password, verify_password
+from provisioning.selftest import run_self_test
 
 __all__ = [
     "CONFIG_PATH",
@@ -69,8 +69,6 @@ __all__ = [
 
 #: Where the meter's configuration lives on the board's filesystem.
 CONFIG_PATH = "/config.json"
-#: Python run on the board after configuration; it must print one JSON line with "ok".
-SELF_TEST = "import selftest\nselftest.main()\n"
 
 Random = Callable[[int], bytes]
 
@@ -152,14 +150,18 @@ def meter_config(
     reserve_bp: int,
     wifi: WifiSettings | None,
 ) -> dict[str, Any]:
-    """The configuration file written to the board (``CONFIG_PATH``), as a dict for JSON."""
+    """The configuration file written to the board (``CONFIG_PATH``), as a dict for JSON.
+
+    Keys are those of the firmware's schema (``device/ngmeter/config.py``), which rejects any
+    other; settings not given here take the firmware's documented defaults.
+    """
     config: dict[str, Any] = {
         "device_id": meter_id,
         "gateway_id": gateway.id,
         "broker_host": gateway.broker_host,
         "broker_port": gateway.broker_port,
-        "mqtt_user": meter_id,
-        "mqtt_password": mqtt_password,
+        "broker_user": meter_id,
+        "broker_password": mqtt_password,
         "mac_key": mac_key.hex(),
         "capacity_wh": capacity_wh,
         "reserve_bp": reserve_bp,
@@ -178,7 +180,7 @@ def _existing_identity(raw: bytes | None) -> tuple[str, bytes, str] | None:
         config = json.loads(raw)
         meter_id = validate_id(str(config["device_id"]), what="meter")
         key = bytes.fromhex(config["mac_key"])
-        password = str(config["mqtt_password"])
+        password = str(config["broker_password"])
     except (ValueError, KeyError, TypeError):
         return None
     if len(key) != 32 or not password:
@@ -226,7 +228,7 @@ def provision_meter(
     expect_chip: str | None = None,
     new_identity: bool = False,
     wifi: WifiSettings | None = None,
-    self_test: str | None = SELF_TEST,
+    self_test: bool = True,
     now: datetime | None = None,
     by: str | None = None,
     rng: Random = os.urandom,
@@ -242,7 +244,8 @@ def provision_meter(
     ``files`` is the firmware (:func:`provisioning.board.firmware_files`); ``image`` a checked
     MicroPython image to flash first (:func:`provisioning.flash.check_image`), ``erase`` erases
     the whole flash before. ``expect_chip`` refuses a board of another family even without an
-    image. ``self_test`` is the code run on the board (None skips it, recorded as "skipped").
+    image. ``self_test`` runs :func:`provisioning.selftest.run_self_test` (False skips it,
+    recorded as "skipped").
     ``lock`` serialises inventory writes between threads. Raises the
     :mod:`provisioning.errors` of each step; the inventory is written only at the very end, so
     a failed run leaves no record.
@@ -320,8 +323,9 @@ def provision_meter(
             )
 
         result = "skipped"
-        if self_test is not None:
-            result = _run_self_test(board, self_test)
+        if self_test:
+            run_self_test(board, meter_id=meter_id, mac_key=mac_key)
+            result = "passed"
         board.soft_reset()
     finally:
         board.close()
@@ -358,33 +362,6 @@ def provision_meter(
         flashed=image is not None,
         uploaded=len(files),
     )
-
-
-def _run_self_test(board: Board, code: str) -> str:
-    """Run the firmware's self-test; it prints a JSON line ``{"ok": bool, ...}``."""
-    try:
-        out = board.exec(code, timeout=30)
-    except ProvisionError as err:
-        raise SelfTestError(
-            f"the on-board self-test could not run ({err}): re-run the command; if it fails "
-            "again the board may be faulty",
-            port=board.port,
-        ) from err
-    for line in reversed(out.strip().splitlines()):
-        try:
-            report = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(report, dict) and "ok" in report:
-            if report["ok"] is True:
-                return "passed"
-            failed = report.get("failed") or report
-            raise SelfTestError(
-                f"the on-board self-test failed: {failed}. Check the wiring of the battery "
-                "interface and the lock relay (docs/hil.md), then re-run",
-                port=board.port,
-            )
-    raise SelfTestError(f"the self-test printed no result: {out[-200:]!r}", port=board.port)
 
 
 def _names() -> dict[str, str]:

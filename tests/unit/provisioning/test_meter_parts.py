@@ -45,7 +45,7 @@ def test_config_carries_identity_broker_and_battery() -> None:
         reserve_bp=2_000,
         wifi=WifiSettings(ssid="Elm", password="secret"),
     )
-    assert config["device_id"] == config["mqtt_user"] == "m-1"
+    assert config["device_id"] == config["broker_user"] == "m-1"
     assert (config["gateway_id"], config["broker_host"], config["broker_port"]) == (
         "gw1",
         "gw.local",
@@ -64,10 +64,10 @@ def test_config_carries_identity_broker_and_battery() -> None:
         None,
         b"",
         b"{not json",
-        json.dumps({"device_id": "m-1", "mqtt_password": "pw"}).encode(),
-        json.dumps({"device_id": "m-1", "mac_key": "00" * 16, "mqtt_password": "pw"}).encode(),
-        json.dumps({"device_id": "M 1", "mac_key": "00" * 32, "mqtt_password": "pw"}).encode(),
-        json.dumps({"device_id": "m-1", "mac_key": "00" * 32, "mqtt_password": ""}).encode(),
+        json.dumps({"device_id": "m-1", "broker_password": "pw"}).encode(),
+        json.dumps({"device_id": "m-1", "mac_key": "00" * 16, "broker_password": "pw"}).encode(),
+        json.dumps({"device_id": "M 1", "mac_key": "00" * 32, "broker_password": "pw"}).encode(),
+        json.dumps({"device_id": "m-1", "mac_key": "00" * 32, "broker_password": ""}).encode(),
     ],
 )
 def test_unusable_configuration_means_no_identity(raw: bytes | None) -> None:
