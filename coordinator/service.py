@@ -509,8 +509,7 @@ async def running(
             raise CoordinatorError(
                 f"cannot listen on {config.http.host}:{config.http.port}: {err.strerror}"
             ) from err
-        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-        bound = sockets[0].getsockname() if sockets else (config.http.host, config.http.port)
+        bound = runner.addresses[0]  # the port the OS chose when port = 0
         url = f"http://{bound[0]}:{bound[1]}"
         task = asyncio.create_task(coordinator.run_anchoring(), name="anchoring")
         try:

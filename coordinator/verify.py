@@ -62,6 +62,7 @@ from edge.market import (
     Engine,
     InvalidEvent,
     LogError,
+    MarketError,
     MarketParams,
     Rates,
     Settlement,
@@ -496,7 +497,7 @@ def check_replay(batch: Batch, chain: ChainState, history: History, rules: Rules
                 engine=None,
                 open_trades=frozenset(),
             )
-        except InvalidEvent as err:
+        except MarketError as err:  # InvalidEvent, TierError: the engine refuses the event
             return _Replay(
                 findings=[_fail("replay.log", f"log record {seq} is refused by the market: {err}")],
                 engine=None,
