@@ -247,3 +247,11 @@ def test_snapshot_restore_keeps_params_and_book():
         Engine.restore(b'{"format":"something else"}')
     with pytest.raises(InvalidEvent):
         Engine.restore(b"not json")
+
+
+def test_the_package_docstring_example_runs():
+    import doctest
+
+    import edge.market
+
+    assert doctest.testmod(edge.market).failed == 0
