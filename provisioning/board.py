@@ -132,7 +132,7 @@ class Board:
             time.sleep(0.1)
             heard += self._drain()
             ser.write(b"\r\x01")  # Ctrl-A: raw REPL
-            data = self._t.read_until(1, RAW_REPL_BANNER, timeout_overall=per_attempt)
+            data = self._read_until(RAW_REPL_BANNER, seconds=per_attempt)
             heard += data
             if data.endswith(RAW_REPL_BANNER):
                 self._t.in_raw_repl = True
@@ -152,10 +152,24 @@ class Board:
             port=self.port,
         )
 
-    def _drain(self) -> bytes:
+    def _read_until(self, ending: bytes, *, seconds: float) -> bytes:
+        """Read until ``ending`` or ``seconds`` pass, even if the board never stops talking
+        (mpremote's read_until only times out on silence)."""
+        ser = self._t.serial
+        data = b""
+        deadline = time.monotonic() + seconds
+        while not data.endswith(ending) and time.monotonic() < deadline:
+            chunk = ser.read(1)  # the port's 0.2 s timeout bounds each read
+            if chunk:
+                data += chunk
+        return data
+
+    def _drain(self, *, seconds: float = 0.3) -> bytes:
+        """What the board has sent so far (bounded in time: a chatty board never stops)."""
         ser = self._t.serial
         got = b""
-        while ser.in_waiting:
+        deadline = time.monotonic() + seconds
+        while ser.in_waiting and time.monotonic() < deadline:
             got += ser.read(ser.in_waiting)
         return got
 
