@@ -266,13 +266,15 @@ def provision_meter(
 
     board = _connect(port, attempts=connect_attempts, timeout=timeout)
     try:
-        chip = flashed_chip or _chip_of(board.machine())
-        if expect_chip is not None and chip is not None and chip_key(chip) != chip_key(expect_chip):
+        machine = board.machine()
+        chip = flashed_chip or _chip_of(machine)
+        if expect_chip is not None and (chip is None or chip_key(chip) != chip_key(expect_chip)):
+            found = chip or machine
             raise WrongChipError(
-                f"the board runs MicroPython for {chip}, not {expect_chip}: use the right board "
-                "or drop --chip",
+                f"the board runs MicroPython for {found!r}, not {expect_chip}: use the right "
+                "board or drop --chip",
                 port=port,
-                found=chip,
+                found=found,
                 expected=expect_chip,
             )
 
