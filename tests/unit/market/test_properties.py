@@ -52,6 +52,30 @@ def an_event(draw: st.DrawFn) -> Any:
 
 
 raw_events = st.lists(an_event(), min_size=1, max_size=80)
+
+
+@st.composite
+def a_busy_event(draw: st.DrawFn) -> Any:
+    """Orders, with reference-price swings and voids much more often than in a_event."""
+    kind = draw(st.sampled_from(["order"] * 6 + ["reference"] * 2 + ["cancel", "void"]))
+    if kind == "order":
+        return Order(
+            "",
+            draw(st.sampled_from(OWNERS[:3])),
+            draw(st.sampled_from(["buy", "sell"])),
+            draw(st.integers(1, 20)),
+            draw(st.integers(9, 12)),
+            0,
+            draw(st.integers(0, 1)),
+        )
+    if kind == "reference":
+        return ReferencePrice(draw(st.sampled_from([13, 0, 10, 11, 12])), 0)
+    if kind == "cancel":
+        return Cancel(f"o{draw(st.integers(1, 25))}", 0)
+    return Void(draw(st.sampled_from([f"t{n}" for n in range(1, 9)])), 0)
+
+
+busy_events = st.lists(a_busy_event(), min_size=5, max_size=80)
 params = st.builds(
     MarketParams,
     policy=st.sampled_from(["price-time", "value-time"]),
@@ -128,6 +152,18 @@ def test_engine_agrees_with_the_brute_force_model(raw, p):
         state = engine.order(oid)
         assert state is not None
         assert (state.remaining, state.status) == (mo.rem, mo.status), oid
+
+
+@SETTINGS
+@given(busy_events, params)
+def test_engine_agrees_with_the_model_through_reference_swings_and_voids(raw, p):
+    test_engine_agrees_with_the_brute_force_model.hypothesis.inner_test(raw, p)
+
+
+@SETTINGS
+@given(busy_events, params)
+def test_no_crossed_book_through_reference_swings_and_voids(raw, p):
+    test_no_crossed_book_at_rest_without_a_bound.hypothesis.inner_test(raw, p)
 
 
 @SETTINGS
