@@ -20,7 +20,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -146,7 +146,6 @@ class LiveResult:
     proofs_verified: int | None = None
     replay_ok: bool | None = None
     receipts_ok: int | None = None
-    coordinator_store: Path | None = None
     notes: list[str] = field(default_factory=list)
     manual_orders: int = 0
     app_orders: int = 0
@@ -224,6 +223,7 @@ def _gateway_document(
     port: int,
     username: str | None,
     password: str | None,
+    coordinator_url: str,
 ) -> dict[str, Any]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -269,11 +269,9 @@ def _gateway_document(
         "locks": {"timeout_ms": 20_000},
         # Telemetry is stamped at interval boundaries on the simulated clock.
         "telemetry": {"max_age_s": INTERVAL_S, "max_future_s": 5, "stale_after_s": INTERVAL_S * 2},
-        # Seal a batch every 40 settled trades (and once at the end). Not on a timer: a timed
-        # batch with no trades has the empty Merkle root, and the anchor contract refuses a root
-        # it has seen before (DUPLICATE_ROOT), so a second empty batch could never be anchored.
-        "batch": {"every_s": 366 * 86_400, "max_trades": 40},
-        "coordinator": {"url": ""},
+        # A batch every two simulated hours (or 100 trades), uploaded to the coordinator.
+        "batch": {"every_s": 2 * 3600, "max_trades": 100},
+        "coordinator": {"url": coordinator_url, "backoff_initial_s": 0.2, "backoff_max_s": 2},
         "meters": [
             {
                 "id": f"m-{home.id}",
@@ -360,6 +358,16 @@ class EmbeddedBroker:
 
 
 async def _live(config: SimConfig, homes: Sequence[Home]) -> LiveResult:
+    for sub in ("gateway", "meters", "coordinator"):
+        if (config.out / sub).exists():
+            shutil.rmtree(config.out / sub)
+    async with _chain_and_coordinator(config.out) as (url, admin, _):
+        return await _live_path(config, homes, coordinator_url=url, admin_token=admin)
+
+
+async def _live_path(
+    config: SimConfig, homes: Sequence[Home], *, coordinator_url: str, admin_token: str
+) -> LiveResult:
     import aiohttp
 
     from edge.gateway.config import parse_config
@@ -368,9 +376,6 @@ async def _live(config: SimConfig, homes: Sequence[Home]) -> LiveResult:
 
     out = config.out
     gw_dir = out / "gateway"
-    for sub in ("gateway", "meters", "coordinator"):
-        if (out / sub).exists():
-            shutil.rmtree(out / sub)
     gw_dir.mkdir(parents=True)
     plan = behaviours(homes, config.seed)
     keys = {h.id: secrets.token_bytes(32) for h in homes}
@@ -391,6 +396,7 @@ async def _live(config: SimConfig, homes: Sequence[Home]) -> LiveResult:
         port=port,
         username=username,
         password=password,
+        coordinator_url=coordinator_url,
     )
     (gw_dir / "gateway.toml").write_text(_toml(doc))
     os.chmod(gw_dir / "gateway.toml", 0o600)
@@ -411,9 +417,7 @@ async def _live(config: SimConfig, homes: Sequence[Home]) -> LiveResult:
         stages["broker"] = f"ran (embedded amqtt on {host}:{port})"
     else:
         stages["broker"] = f"ran ({host}:{port})"
-    service = GatewayService(
-        config=gw_config, clock=clock, tick_s=0.01, prover_workers=2, handle_signals=False
-    )
+    service = GatewayService(config=gw_config, clock=clock, tick_s=0.01, handle_signals=False)
     gw_task = asyncio.create_task(service.run(), name="gateway")
     meters: dict[str, FirmwareMeter] = {}
     traded_wh = [0] * hood.intervals
@@ -452,6 +456,13 @@ async def _live(config: SimConfig, homes: Sequence[Home]) -> LiveResult:
             what="the gateway to start",
         )
         stages["gateway (policies, matching, proofs, locks, settlement, ledger)"] = "ran"
+        async with aiohttp.ClientSession() as session:
+            await _register(
+                session,
+                coordinator_url,
+                admin_token,
+                _registration(gw_config, [m.id for m in gw_config.meters]),
+            )
         # The firmware calls gc.collect() after each message, as MicroPython needs; on CPython
         # that walks the host's whole heap (pandas, pvlib, the gateway ...), about 0.1 s each.
         # Freezing what exists now leaves those collections only the objects made later.
@@ -574,6 +585,7 @@ async def _live(config: SimConfig, homes: Sequence[Home]) -> LiveResult:
                 progress.update(1)
         progress.close()
         service.seal("end")
+        await _until(lambda: not service.ledger.outbox(), timeout=120, what="the batches to upload")
         totals = service.ledger.totals()
         statements = {h.id: service.ledger.statement(h.id) for h in homes}
         refusals = sum(m.runner.meter.refusals for m in meters.values())
@@ -600,7 +612,16 @@ async def _live(config: SimConfig, homes: Sequence[Home]) -> LiveResult:
         app_orders=app_orders,
         manual_orders=manual_orders,
     )
-    await _coordinate(config, gw_config, result)
+    db = sqlite3.connect(gw_config.ledger_path)
+    try:
+        trade_ids = [r[0] for r in db.execute("SELECT id FROM trades ORDER BY rowid")]
+        batches = db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+    finally:
+        db.close()
+    async with aiohttp.ClientSession() as session:
+        await _collect_coordinator(
+            session, coordinator_url, gw_config.id, batches, trade_ids, result
+        )
     return result
 
 
@@ -637,135 +658,171 @@ def _progress(config: SimConfig, total: int) -> Any:
 # ---------------------------------------------------------------------------- coordinator
 
 
-async def _coordinate(config: SimConfig, gw_config: Any, result: LiveResult) -> None:
-    """Verify the gateway's sealed batches as the coordinator does and anchor them on the local
-    Soroban stand-in; issue receipts for every trade.
-
-    The coordinator's batch-verification service is not built yet, so this runs its checks
-    in-process with the shared cores -- edge.batch (signature, chain, Merkle root, totals),
-    edge.zk (every range proof), edge.market (replay of the whole order log) -- and anchors with
-    the real submitter (coordinator.soroban) against the local RPC stand-in.
-    """
-    from edge.batch import check_batch, decode_batch, receipt, verify_receipt
-    from edge.gateway.service import load_signing_key
-    from edge.market import MarketParams, parse_event, replay
-    from edge.zk import verify_at_least
-
-    store_dir = config.out / "coordinator"
-    store_dir.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(result.ledger_path)
-    try:
-        bodies = [bytes(r[0]) for r in db.execute("SELECT body FROM batches ORDER BY seq")]
-    finally:
-        db.close()
-    batches = [decode_batch(b) for b in bodies]
-    public_key = load_signing_key(gw_config.signing_key).public_key()
-    prev = None
-    proofs = 0
-    log: list[Any] = []
-    batch_trades: dict[str, Any] = {}
-    voided: set[str] = set()
-    for batch in batches:
-        check_batch(batch, public_key=public_key, prev=prev)
-        prev = batch
-        for t in batch.trades:
-            from edge.batch import proof_context
-
-            ctx = proof_context(
-                gateway=batch.header.gateway,
-                trade=t.id,
-                seller=t.seller,
-                wh=t.wh,
-                interval=t.interval,
-            )
-            if verify_at_least(
-                t.commitment,
-                threshold=t.soc_threshold_bp,
-                reserved=t.soc_reserved_bp,
-                context=ctx,
-                proof=t.proof,
-            ):
-                proofs += 1
-            batch_trades[t.id] = t
-        for entry in batch.log:
-            obj = {k: v for k, v in entry.items() if k != "seq"}
-            event = parse_event(obj)
-            log.append(event)
-            if obj.get("op") == "void":
-                voided.add(obj["trade"])
-    replayed = [t for t in replay(log, gw_config.market_params) if t.id not in voided]
-    fields = ("id", "buy", "sell", "buyer", "seller", "wh", "price", "interval", "ts", "maker")
-    replay_ok = len(replayed) == len(batch_trades) and all(
-        t.id in batch_trades
-        and all(getattr(batch_trades[t.id], f) == getattr(t, f) for f in fields)
-        for t in replayed
-    )
-    _ = MarketParams
-    result.batches = len(batches)
-    result.proofs_verified = proofs
-    result.replay_ok = replay_ok
-    receipts_ok = 0
-    for batch in batches:
-        for t in batch.trades:
-            if verify_receipt(t, receipt(batch, t.id)):
-                receipts_ok += 1
-    result.receipts_ok = receipts_ok
-    result.stages["coordinator verification (signature, chain, proofs, replay)"] = (
-        "ran in-process with edge.batch, edge.zk and edge.market (the coordinator's "
-        "verification service has not landed)"
-    )
-    result.stages["receipts (Merkle inclusion)"] = "ran"
-    result.batches_anchored = await _anchor(batches, store_dir, result)
-    result.coordinator_store = store_dir
+ADMIN_TOKEN_BYTES = 24
 
 
-async def _anchor(batches: Sequence[Any], store_dir: Path, result: LiveResult) -> int:
+@contextlib.asynccontextmanager
+async def _chain_and_coordinator(out: Path) -> AsyncIterator[tuple[str, str, str]]:
+    """The local Soroban RPC stand-in with the anchor contract deployed, and the coordinator
+    service (verification, store, anchoring) in front of it: yields (coordinator URL, admin
+    token, contract id). Files go to ``out/coordinator`` (config, key, store, chain)."""
     from stellar_sdk import Keypair
 
+    from coordinator.config import parse_config as parse_coordinator_config
+    from coordinator.service import running
     from coordinator.soroban import (
         LOCAL_PASSPHRASE,
         SorobanConfig,
         SqliteEnvelopeStore,
         Submitter,
         deploy_anchor_contract,
-        expected_chain,
         local_soroban,
     )
 
-    anchored = 0
+    directory = out / "coordinator"
+    directory.mkdir(parents=True, exist_ok=True)
     keypair = Keypair.random()
-    store_path = store_dir / "envelopes.sqlite"
-    if store_path.exists():
-        store_path.unlink()
+    admin = secrets.token_urlsafe(ADMIN_TOKEN_BYTES)
+    for name, text in (("coordinator.secret", keypair.secret), ("admin.token", admin)):
+        (directory / name).write_text(text)
+        os.chmod(directory / name, 0o600)
     async with local_soroban(
-        ledger_close_ms=50, passphrase=LOCAL_PASSPHRASE, state_path=store_dir / "chain.json"
+        ledger_close_ms=50, passphrase=LOCAL_PASSPHRASE, state_path=directory / "chain.json"
     ) as rpc:
         await rpc.fund(keypair.public_key)
         deploy = SorobanConfig(rpc_url=rpc.url, network_passphrase=LOCAL_PASSPHRASE, contract_id="")
-        store = SqliteEnvelopeStore(path=store_path)
-        try:
-            async with Submitter(config=deploy, store=store, keypair=keypair) as submitter:
-                contract_id = await deploy_anchor_contract(submitter=submitter)
-            cfg = SorobanConfig(
-                rpc_url=rpc.url,
-                network_passphrase=LOCAL_PASSPHRASE,
-                contract_id=contract_id,
+        async with Submitter(
+            config=deploy,
+            store=SqliteEnvelopeStore(path=":memory:"),
+            keypair=keypair,
+            poll_interval_s=0.02,
+        ) as submitter:
+            contract_id = await deploy_anchor_contract(submitter=submitter)
+        document = {
+            "http": {"host": "127.0.0.1", "port": 0, "admin_token_file": "admin.token"},
+            "store": {"path": "coordinator.sqlite3"},
+            "soroban": {
+                "rpc_url": rpc.url,
+                "network_passphrase": LOCAL_PASSPHRASE,
+                "contract_id": contract_id,
+                "secret_file": "coordinator.secret",
+                "poll_interval_s": 0.02,
+                "retry_max_s": 0.5,
+            },
+            "market": {"interval_s": INTERVAL_S},
+        }
+        (directory / "coordinator.toml").write_text(_toml(document))
+        config = parse_coordinator_config(document, base=directory)
+        async with running(config) as (_, url):
+            yield url, admin, contract_id
+
+
+def _registration(gw_config: Any, meters: Sequence[str]) -> dict[str, Any]:
+    """The gateway's self-signed registration (the document ``ngrid provision gateway``
+    writes: canonical JSON signed with the gateway's Ed25519 key)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from edge.gateway.service import load_signing_key
+    from provisioning.gateway import canonical_json
+
+    key = load_signing_key(gw_config.signing_key)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    request = {
+        "type": "ngrid.gateway.registration",
+        "version": 1,
+        "gateway_id": gw_config.id,
+        "key_algorithm": "ed25519",
+        "public_key": public.hex(),
+        "meters": list(meters),
+        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    return request | {"signature": key.sign(canonical_json(request)).hex()}
+
+
+async def _register(session: Any, url: str, admin: str, document: dict[str, Any]) -> None:
+    async with session.post(
+        url + "/gateways", json=document, headers={"Authorization": f"Bearer {admin}"}
+    ) as response:
+        if response.status not in (200, 201):
+            raise SimulationError(
+                f"the coordinator refused the gateway's registration: {await response.text()}"
             )
-            chain = bytes(32)
-            async with Submitter(config=cfg, store=store, keypair=keypair) as submitter:
-                for batch in batches:
-                    h = batch.header
-                    count = len(batch.trades)
-                    res = await submitter.anchor(h.gateway, h.seq, h.merkle_root, count)
-                    # Anchored means: confirmed on the ledger, and the contract's hash chain is
-                    # the one this batch and its predecessors give.
-                    chain = expected_chain(chain, h.merkle_root, h.seq, count)
-                    if res.status == "SUCCESS" and res.chain == chain:
-                        anchored += 1
-        finally:
-            store.close()
+
+
+async def _collect_coordinator(
+    session: Any, url: str, gateway: str, batches: int, trade_ids: Sequence[str], result: LiveResult
+) -> None:
+    """Wait until the coordinator has verified and anchored every batch, then read back its
+    findings and every trade's receipt, checking each receipt's Merkle path and that the
+    anchored hash chain is the one the batches give."""
+    from coordinator.soroban import expected_chain
+    from edge.batch import TradeRecord, verify_inclusion
+    from edge.batch import trade_leaf as leaf_of
+
+    rows: list[dict[str, Any]] = []
+    for seq in range(1, batches + 1):
+        deadline = time.monotonic() + 120
+        while True:
+            async with session.get(f"{url}/batches/{gateway}/{seq}") as response:
+                body = await response.json() if response.status == 200 else {}
+            anchor = body.get("anchor") or {}
+            if body.get("status") == "refused" or anchor.get("status") in ("anchored", "refused"):
+                break
+            if time.monotonic() > deadline:
+                raise SimulationError(f"the coordinator did not finish batch {seq}: {body}")
+            await asyncio.sleep(0.05)
+        rows.append(body)
+    proofs = anchored = 0
+    replay_ok = bool(rows)
+    chain = bytes(32)
+    failures: list[str] = []
+    for body in rows:
+        findings = body.get("findings") or []
+        failed = [f for f in findings if f.get("status") == "fail"]
+        failures += [f"batch {body['seq']}: {f['check']}: {f.get('detail', '')}" for f in failed]
+        if body.get("status") != "accepted":
+            replay_ok = False
+            continue
+        checks = {f.get("check") for f in findings if f.get("status") == "pass"}
+        if "replay" not in checks or any(f["check"].startswith("replay") for f in failed):
+            replay_ok = False
+        bad_proofs = sum(1 for f in failed if f["check"] == "proof")
+        proofs += body["trades"] - bad_proofs if body["trades"] and "proof" in checks else 0
+        anchor = body.get("anchor") or {}
+        chain = expected_chain(chain, bytes.fromhex(body["hash"]), body["seq"], body["trades"])
+        if anchor.get("status") == "anchored" and anchor.get("chain") == chain.hex():
+            anchored += 1
+    receipts_ok = 0
+    for trade in trade_ids:
+        async with session.get(f"{url}/receipts/{gateway}/{trade}") as response:
+            if response.status != 200:
+                continue
+            receipt = await response.json()
+        record = TradeRecord.from_json(receipt["trade"])
+        included = verify_inclusion(
+            leaf=leaf_of(record),
+            index=receipt["index"],
+            size=receipt["size"],
+            proof=[bytes.fromhex(p) for p in receipt["path"]],
+            root=bytes.fromhex(receipt["merkle_root"]),
+        )
+        if (
+            included
+            and receipt["header"]["merkle_root"] == receipt["merkle_root"]
+            and (receipt.get("anchor") or {}).get("status") == "anchored"
+        ):
+            receipts_ok += 1
+    result.batches = len(rows)
+    result.batches_anchored = anchored
+    result.proofs_verified = proofs
+    result.replay_ok = replay_ok
+    result.receipts_ok = receipts_ok
+    result.notes += failures[:20]
+    result.stages["coordinator (verification with replay, store)"] = "ran"
     result.stages["Soroban anchoring (local RPC stand-in)"] = "ran"
-    return anchored
+    result.stages["receipts (Merkle inclusion, from the coordinator)"] = "ran"
 
 
 # ---------------------------------------------------------------------------- summary

@@ -109,8 +109,23 @@ def test_order_log_replays_to_the_ledgers_trades(run_dir: Path, summary: dict[st
     assert len(kept) == summary["trades"]
 
 
+def test_coordinator_store_holds_every_batch_anchored(
+    run_dir: Path, summary: dict[str, Any]
+) -> None:
+    db = sqlite3.connect(run_dir / "coordinator" / "coordinator.sqlite3")
+    try:
+        rows = db.execute(
+            "SELECT status, anchor_status, COUNT(*), SUM(trades) FROM batches GROUP BY 1, 2"
+        ).fetchall()
+    finally:
+        db.close()
+    assert rows == [("accepted", "anchored", summary["batches"], summary["trades"])]
+    assert summary["receipts_verified"] == summary["trades"]
+
+
 def test_outputs_for_inspection_exist(run_dir: Path) -> None:
-    assert (run_dir / "coordinator" / "envelopes.sqlite").stat().st_size > 0
+    assert (run_dir / "gateway" / "gateway.toml").exists()
+    assert (run_dir / "coordinator" / "coordinator.toml").exists()
     page = (run_dir / "report.html").read_text()
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 4
     assert "http://" not in page and "https://" not in page  # self-contained
