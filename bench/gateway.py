@@ -251,9 +251,18 @@ async def fleet(first: int, last: int, port: int) -> None:
     """Internal (``--fleet``): run meters ``first``..``last - 1`` until killed."""
     stop = asyncio.Event()
     counters = {"state": 0}
+
+    async def keep(i: int) -> None:
+        while True:  # reconnect: a loaded machine can refuse or drop a connection
+            try:
+                await meter(i, port, stop, counters)
+            except aiomqtt.MqttError as err:
+                print(f"m{i}: {err}", file=sys.stderr, flush=True)
+                await asyncio.sleep(0.5 + random.random())
+
     tasks = []
     for i in range(first, last):
-        tasks.append(asyncio.create_task(meter(i, port, stop, counters)))
+        tasks.append(asyncio.create_task(keep(i)))
         if i % 50 == 49:
             await asyncio.sleep(0.05)
     await asyncio.gather(*tasks)
@@ -302,7 +311,7 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def api_ready(base: str, meters: int, timeout: float = 60) -> None:
+async def api_ready(base: str, meters: int, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
@@ -354,9 +363,11 @@ async def run_mode(mode: str, args: argparse.Namespace, broker_port: int) -> dic
     observer_ready = asyncio.Event()
     tasks = [asyncio.create_task(observe_locks(broker_port, seen, observer_ready))]
     base = f"http://127.0.0.1:{api_port}"
+    fleet_log = (work / "fleet.log").open("wb")
     meters = subprocess.Popen(
         [sys.executable, __file__, "--fleet", f"0:{args.meters}", "--port", str(broker_port)],
-        stderr=subprocess.DEVNULL,
+        stdout=fleet_log,
+        stderr=fleet_log,
     )
     try:
         await observer_ready.wait()
@@ -413,6 +424,10 @@ async def run_mode(mode: str, args: argparse.Namespace, broker_port: int) -> dic
             if mode == "poll":
                 await asyncio.sleep(POLL_MS / 1000 + 1)
             await pending_zero(base)
+            async with session.get(
+                f"{base}/v1/status", headers={"Authorization": f"Bearer {token(0)}"}
+            ) as r:
+                inside = (await r.json())["order_to_lock_ms"]
         main_cpu = (cpu1.get(gateway.pid, 0) - cpu0.get(gateway.pid, 0)) / CLK / wall
         tree_cpu = sum(cpu1[p] - cpu0.get(p, 0) for p in cpu1) / CLK / wall
         rss_main = peak_rss_mb(gateway.pid)
@@ -420,6 +435,7 @@ async def run_mode(mode: str, args: argparse.Namespace, broker_port: int) -> dic
     finally:
         meters.kill()
         meters.wait()
+        fleet_log.close()
         gateway.send_signal(signal.SIGTERM)
         try:
             gateway.wait(timeout=20)
@@ -449,6 +465,8 @@ async def run_mode(mode: str, args: argparse.Namespace, broker_port: int) -> dic
         "cpu_tree": tree_cpu,
         "rss_main_mb": rss_main,
         "rss_tree_mb": rss_tree,
+        "gw_p50_ms": inside["p50"] if inside["p50"] is not None else float("nan"),
+        "gw_p99_ms": inside["p99"] if inside["p99"] is not None else float("nan"),
         "post_p50_ms": statistics.median(round_trips) if round_trips else float("nan"),
         "work": str(work),
     }
@@ -456,7 +474,10 @@ async def run_mode(mode: str, args: argparse.Namespace, broker_port: int) -> dic
 
 async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
-    with tempfile.TemporaryDirectory() as tmp, running_mosquitto(Path(tmp)) as broker:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_mosquitto(Path(tmp), extra="set_tcp_nodelay true\n") as broker,
+    ):
         for mode in args.modes.split(","):
             print(f"running {mode} ...", file=sys.stderr, flush=True)
             results.append(await run_mode(mode, args, broker.port))
@@ -489,6 +510,7 @@ def main(argv: list[str] | None = None) -> None:
     header = (
         f"{'mode':<19}{'orders':>7}{'trades':>7}{'locks timed':>12}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'CPU main':>9}{'CPU+prover':>11}{'RSS MB':>8}{'RSS+prover':>11}{'POST p50':>9}"
+        f"{'in-gw p50':>10}{'in-gw p99':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -497,6 +519,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['mode']:<19}{r['accepted']:>7}{r['trades']:>7}{r['measured']:>12}"
             f"{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['cpu_main']:>9.1%}{r['cpu_tree']:>11.1%}"
             f"{r['rss_main_mb']:>8.1f}{r['rss_tree_mb']:>11.1f}{r['post_p50_ms']:>9.1f}"
+            f"{r['gw_p50_ms']:>10.1f}{r['gw_p99_ms']:>10.1f}"
         )
     by = {r["mode"]: r for r in results}
     if "event" in by and "poll" in by:

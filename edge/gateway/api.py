@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -83,6 +84,7 @@ async def place(request: web.Request) -> web.Response:
     if unknown:
         return _error(400, f"unknown field {unknown[0]!r}")
     service = request.app[SERVICE]
+    arrived = time.perf_counter()
     try:
         order_id, effects = service.core.place(
             home=home,
@@ -94,6 +96,9 @@ async def place(request: web.Request) -> web.Response:
         )
     except OrderRejected as err:
         return _error(err.status, str(err))
+    service.order_arrival[order_id] = arrived
+    if len(service.order_arrival) > 10_000:
+        del service.order_arrival[next(iter(service.order_arrival))]
     service.perform(effects)  # the order is fsynced in the log when this returns
     state = next((o for o in service.core.orders_of(home) if o["id"] == order_id), None)
     return web.json_response(state or {"id": order_id, "status": "queued"}, status=201)
@@ -163,9 +168,17 @@ async def policy(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     _home(request)
     service = request.app[SERVICE]
+    latencies = sorted(service.lock_latency)
     return web.json_response(
         {
             **service.core.status(),
+            "order_to_lock_ms": {
+                "n": len(latencies),
+                "p50": latencies[len(latencies) // 2] if latencies else None,
+                "p99": latencies[min(len(latencies) - 1, len(latencies) * 99 // 100)]
+                if latencies
+                else None,
+            },
             "outbox": len(service.ledger.outbox()),
             "uploads": service.uploads,
             "mqtt_connected": service.mqtt_connected.is_set(),

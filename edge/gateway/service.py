@@ -5,8 +5,9 @@ subscribe to the meters' ``state`` and ``ack`` topics, feed each message to the 
 ``publisher`` (sends commands, QoS 1, never retained, in order), ``http`` (the homes' API,
 edge.gateway.api), ``ticker`` (timer ticks: lock timeouts, interval ends, batch timing),
 ``outbox`` (uploads sealed batches to the coordinator) and ``stopper`` (SIGTERM/SIGINT: stop
-accepting work, finish what is in hand, close the ledger). Range proofs run in a process pool so
-that the event loop never waits on them. Time comes from ``clock`` (ms since the epoch).
+accepting work, finish what is in hand, close the ledger). Range proofs run in a worker process
+(edge.gateway.prover) so that the event loop never waits on them. Time comes from ``clock``
+(ms since the epoch).
 
 Effects are performed synchronously on the loop, in the order the core returned them, so an
 order-log append is on disk before any later effect of the same event and before the API
@@ -16,11 +17,10 @@ answers.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import collections
 import contextlib
 import json
 import logging
-import multiprocessing
 import random
 import signal
 import sys
@@ -53,8 +53,10 @@ from edge.gateway.core import (
 from edge.gateway.ledger import Ledger
 from edge.gateway.meterwire import WireCodec
 from edge.gateway.orderlog import OrderLog
+from edge.gateway.prover import ProofWorker, make_proof
 
 __all__ = ["GatewayService", "JsonFormatter", "load_signing_key", "make_proof", "run_gateway"]
+# make_proof is re-exported for callers that prove outside the service (tests, tools).
 
 log = logging.getLogger("ngrid.gateway")
 
@@ -89,17 +91,6 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def make_proof(
-    soc_bp: int, threshold_bp: int, reserved_bp: int, context: bytes
-) -> tuple[bytes, bytes]:
-    """Commit to ``soc_bp`` and prove SoC - reserved >= threshold (edge.zk); runs in a worker."""
-    from edge.zk import commit, prove_at_least
-
-    commitment, opening = commit(soc_bp)
-    proof = prove_at_least(opening, threshold=threshold_bp, reserved=reserved_bp, context=context)
-    return commitment, proof
-
-
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -108,6 +99,7 @@ def _wall_ms() -> int:
 class _Outgoing:
     topic: str
     payload: bytes
+    started: float | None = None  # perf_counter when the order that caused a lock arrived
 
 
 class GatewayService:
@@ -120,7 +112,6 @@ class GatewayService:
         codec: MeterCodec | None = None,
         clock: Callable[[], int] = _wall_ms,
         tick_s: float = 0.1,
-        prover_workers: int = 1,
         handle_signals: bool = True,
         core_class: type[GatewayCore] = GatewayCore,
     ) -> None:
@@ -151,12 +142,11 @@ class GatewayService:
         self.ready = asyncio.Event()
         self.outbox_wake = asyncio.Event()
         self.mqtt_connected = asyncio.Event()
-        # forkserver: workers must not inherit the API's listening socket (a worker outliving a
-        # killed gateway would keep the port).
-        self.prover = concurrent.futures.ProcessPoolExecutor(
-            max_workers=prover_workers, mp_context=multiprocessing.get_context("forkserver")
-        )
+        self.prover = ProofWorker()
         self.uploads = 0
+        # In-process view of order -> lock command: API arrival to the publish call (ms).
+        self.order_arrival: dict[str, float] = {}
+        self.lock_latency: collections.deque[float] = collections.deque(maxlen=10_000)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._restart_effects = restart
@@ -187,7 +177,15 @@ class GatewayService:
                 self.orderlog.append(appends)
                 appends = []
             if isinstance(effect, Publish):
-                self.outgoing.put_nowait(_Outgoing(effect.topic, effect.payload))
+                started = None
+                if effect.kind == "lock" and effect.trade in self.core.pending:
+                    started = self.order_arrival.pop(
+                        self.core.pending[effect.trade].trade.buy, None
+                    )
+                    if started is None:
+                        sell = self.core.pending[effect.trade].trade.sell
+                        started = self.order_arrival.pop(sell, None)
+                self.outgoing.put_nowait(_Outgoing(effect.topic, effect.payload, started))
             elif isinstance(effect, Prove):
                 self._prove(effect)
             elif isinstance(effect, Settle):
@@ -204,27 +202,19 @@ class GatewayService:
             self.orderlog.append(appends)
 
     def _prove(self, p: Prove) -> None:
-        assert self._loop is not None
-        future = self._loop.run_in_executor(
-            self.prover, make_proof, p.soc_bp, p.threshold_bp, p.reserved_bp, p.context
-        )
-
-        def done(f: asyncio.Future[tuple[bytes, bytes]]) -> None:
+        def done(result: tuple[bytes, bytes] | None, error: str | None) -> None:
             now = self.clock()
-            if f.cancelled():
-                return
-            err = f.exception()
-            if err is not None:
-                self.perform(self.core.proof_failed(trade=p.trade, error=repr(err), now=now))
+            if result is None:
+                self.perform(self.core.proof_failed(trade=p.trade, error=str(error), now=now))
             else:
-                commitment, proof = f.result()
+                commitment, proof = result
                 self.perform(
                     self.core.proof_ready(
                         trade=p.trade, commitment=commitment, proof=proof, now=now
                     )
                 )
 
-        future.add_done_callback(done)
+        self.prover.submit(p.soc_bp, p.threshold_bp, p.reserved_bp, p.context, done)
 
     def seal(self, reason: str = "manual") -> int | None:
         """Seal a batch of everything settled and logged since the last; return its seq."""
@@ -327,6 +317,8 @@ class GatewayService:
             item = await self.outgoing.get()
             await self.mqtt_connected.wait()
             coro = self._client.publish(item.topic, item.payload, qos=1, retain=False)
+            if item.started is not None:  # the packet is written by now
+                self.lock_latency.append((time.perf_counter() - item.started) * 1000)
             task = asyncio.ensure_future(coro)
             inflight.add(task)
             task.add_done_callback(lambda t, item=item: sent(t, item))
@@ -441,10 +433,10 @@ class GatewayService:
                     self._loop.add_signal_handler(sig, self.stop)
         self.perform(self._restart_effects)
         self._restart_effects = []
-        # Start the proof worker now, before any socket is open, so the first trade is not slow.
-        await self._loop.run_in_executor(
-            self.prover, make_proof, 5000, 2000, 0, b"ngrid/gateway/warm-up"
-        )
+        # The proof worker was started before any socket was open; make one proof so the
+        # first trade does not wait for its imports.
+        self.prover.attach(self._loop)
+        await self.prover.warm_up()
         try:
             async with asyncio.TaskGroup() as group:
                 if self.config.mqtt.embedded_broker:
@@ -478,7 +470,7 @@ class GatewayService:
         self.stop_event.set()
 
     def close(self) -> None:
-        self.prover.shutdown(wait=False, cancel_futures=True)
+        self.prover.close()
         with contextlib.suppress(Exception):
             self.ledger.set_meta([("last_stop_ms", str(self.clock()))])
         self.ledger.close()

@@ -1,0 +1,116 @@
+"""The proof worker: edge.zk commitments and range proofs in a separate process.
+
+A Bulletproofs range proof costs tens of milliseconds of CPU; made on the event loop it would
+stall MQTT and the API. The worker is one child process (``forkserver`` start method, so it does
+not inherit the API's listening socket) connected by a :func:`multiprocessing.Pipe`. The event
+loop writes requests to the pipe and reads answers through ``loop.add_reader``: no helper
+threads in the gateway process competing for the GIL (as ``ProcessPoolExecutor``'s manager
+thread would). Requests are answered in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections import deque
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+__all__ = ["ProofWorker", "make_proof"]
+
+Done = Callable[[tuple[bytes, bytes] | None, str | None], None]
+
+
+def make_proof(
+    soc_bp: int, threshold_bp: int, reserved_bp: int, context: bytes
+) -> tuple[bytes, bytes]:
+    """Commit to ``soc_bp`` and prove SoC - reserved >= threshold (edge.zk.prove_at_least)."""
+    from edge.zk import commit, prove_at_least
+
+    commitment, opening = commit(soc_bp)
+    proof = prove_at_least(opening, threshold=threshold_bp, reserved=reserved_bp, context=context)
+    return commitment, proof
+
+
+def _serve(conn: Connection) -> None:
+    """The worker: (soc, threshold, reserved, context) in; ("ok", c, p) or ("err", msg) out."""
+    import os
+
+    import edge.zk  # noqa: F401  (import once, before the first request)
+
+    # Proving is background work: on a Pi's few cores the event loop (MQTT, API, locks) goes
+    # first.
+    os.nice(10)
+
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        try:
+            commitment, proof = make_proof(*request)
+            conn.send(("ok", commitment, proof))
+        except Exception as err:  # reported to the gateway, which voids the trade
+            conn.send(("err", repr(err)))
+
+
+class ProofWorker:
+    """One proving process; :meth:`submit` calls ``done(result, error)`` on the loop."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("forkserver")
+        self._conn, child = ctx.Pipe(duplex=True)
+        self._process = ctx.Process(target=_serve, args=(child,), name="ngrid-prover", daemon=True)
+        self._process.start()
+        child.close()
+        self._waiting: deque[Done] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        loop.add_reader(self._conn.fileno(), self._answer)
+
+    def submit(
+        self, soc_bp: int, threshold_bp: int, reserved_bp: int, context: bytes, done: Done
+    ) -> None:
+        self._waiting.append(done)
+        self._conn.send((soc_bp, threshold_bp, reserved_bp, context))
+
+    def _answer(self) -> None:
+        try:
+            answer: Any = self._conn.recv()
+        except (EOFError, OSError):
+            self._fail_all("the proof worker exited")
+            return
+        done = self._waiting.popleft()
+        if answer[0] == "ok":
+            done((answer[1], answer[2]), None)
+        else:
+            done(None, answer[1])
+
+    def _fail_all(self, error: str) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self._conn.fileno())
+        while self._waiting:
+            self._waiting.popleft()(None, error)
+
+    async def warm_up(self) -> None:
+        """Make one proof, so the first trade does not pay for starting the worker."""
+        assert self._loop is not None
+        future: asyncio.Future[None] = self._loop.create_future()
+        self.submit(5000, 2000, 0, b"ngrid/gateway/warm-up", lambda r, e: future.set_result(None))
+        await future
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self._conn.fileno())
+        self._conn.close()
+        self._process.join(timeout=2)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
