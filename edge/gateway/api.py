@@ -99,7 +99,7 @@ async def place(request: web.Request) -> web.Response:
     service.order_arrival[order_id] = arrived
     if len(service.order_arrival) > 10_000:
         del service.order_arrival[next(iter(service.order_arrival))]
-    service.perform(effects)  # the order is fsynced in the log when this returns
+    await service.perform(effects)  # the order is fsynced in the log when this returns
     state = next((o for o in service.core.orders_of(home) if o["id"] == order_id), None)
     return web.json_response(state or {"id": order_id, "status": "queued"}, status=201)
 
@@ -112,7 +112,7 @@ async def cancel(request: web.Request) -> web.Response:
         effects = service.core.cancel(home=home, order_id=order_id, now=service.clock())
     except OrderRejected as err:
         return _error(err.status, str(err))
-    service.perform(effects)
+    await service.perform(effects)
     state = next(o for o in service.core.orders_of(home) if o["id"] == order_id)
     return web.json_response(state)
 
@@ -126,7 +126,10 @@ async def list_trades(request: web.Request) -> web.Response:
     home = _home(request)
     service = request.app[SERVICE]
     return web.json_response(
-        {"trades": service.ledger.trades_of(home), "locking": service.core.pending_of(home)}
+        {
+            "trades": await service.disk(service.ledger.trades_of, home),
+            "locking": service.core.pending_of(home),
+        }
     )
 
 
@@ -140,7 +143,9 @@ async def meter(request: web.Request) -> web.Response:
 
 async def statement(request: web.Request) -> web.Response:
     home = _home(request)
-    return web.json_response({"home": home, **request.app[SERVICE].ledger.statement(home)})
+    service = request.app[SERVICE]
+    statement = await service.disk(service.ledger.statement, home)
+    return web.json_response({"home": home, **statement})
 
 
 async def policy(request: web.Request) -> web.Response:
@@ -179,7 +184,7 @@ async def status(request: web.Request) -> web.Response:
                 if latencies
                 else None,
             },
-            "outbox": len(service.ledger.outbox()),
+            "outbox": len(await service.disk(service.ledger.outbox)),
             "uploads": service.uploads,
             "mqtt_connected": service.mqtt_connected.is_set(),
         }

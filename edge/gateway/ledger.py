@@ -120,7 +120,8 @@ _TRADE_COLUMNS = [f.name for f in fields(TradeRecord)]
 
 
 class Ledger:
-    """The gateway's SQLite ledger. Not thread-safe: one owner (the service's event loop)."""
+    """The gateway's SQLite ledger. One user at a time: the service calls it from its disk
+    thread only (``GatewayService.disk``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -128,7 +129,8 @@ class Ledger:
         crash = os.environ.get(CRASH_ENV, "")
         self._crash_countdown = int(crash) if crash.isdigit() else 0
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None)
+            # Used by the service's one disk thread (created on the loop's thread).
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -138,6 +140,13 @@ class GatewayService:
             now=now,
         )
         self.outgoing: asyncio.Queue[_Outgoing] = asyncio.Queue()
+        self._effect_queue: asyncio.Queue[tuple[list[Effect], asyncio.Future[None]]] = (
+            asyncio.Queue()
+        )
+        self._busy = False
+        self._io = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="ngrid-disk"
+        )
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self.outbox_wake = asyncio.Event()
@@ -166,40 +175,79 @@ class GatewayService:
 
     # ------------------------------------------------------------------ effects
 
-    def perform(self, effects: Sequence[Effect]) -> None:
-        """Perform the core's effects in order (appends coalesced into one fsync)."""
-        appends: list[dict[str, Any]] = []
-        for effect in effects:
-            if isinstance(effect, Append):
-                appends.extend(effect.records)
-                continue
-            if appends:
-                self.orderlog.append(appends)
-                appends = []
-            if isinstance(effect, Publish):
-                started = None
-                if effect.kind == "lock" and effect.trade in self.core.pending:
-                    started = self.order_arrival.pop(
-                        self.core.pending[effect.trade].trade.buy, None
+    def perform(self, effects: Sequence[Effect]) -> asyncio.Future[None]:
+        """Queue the core's effects; the returned future resolves once they are performed.
+
+        Effects run in the order the core returned them, batch after batch, in the ``effects``
+        task. Disk writes (order-log append + fsync, ledger transactions) run on one disk thread
+        so the event loop is not blocked while the disk flushes; the order-log records of every
+        batch queued meanwhile are appended with one fsync (group commit) before any of those
+        batches' other effects, so nothing is published, settled or acknowledged before the log
+        records that caused it are on disk.
+        """
+        assert self._loop is not None
+        future: asyncio.Future[None] = self._loop.create_future()
+        if effects:
+            self._effect_queue.put_nowait((list(effects), future))
+        else:
+            future.set_result(None)
+        return future
+
+    async def disk(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a ledger or order-log call on the disk thread (the only thread that touches them
+        while the service runs)."""
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._io, functools.partial(fn, *args, **kwargs))
+
+    async def _effects(self) -> None:
+        while True:
+            batch = [await self._effect_queue.get()]
+            while not self._effect_queue.empty():
+                batch.append(self._effect_queue.get_nowait())
+            self._busy = True
+            try:
+                await self._execute([effects for effects, _ in batch])
+            except BaseException as err:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(GatewayError(f"effects failed: {err!r}"))
+                raise
+            finally:
+                self._busy = False
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    async def _execute(self, batches: list[list[Effect]]) -> None:
+        records = [
+            r for effects in batches for e in effects if isinstance(e, Append) for r in e.records
+        ]
+        if records:
+            await self.disk(self.orderlog.append, records)
+        for effects in batches:
+            for effect in effects:
+                if isinstance(effect, Publish):
+                    started = None
+                    p = self.core.pending.get(effect.trade) if effect.kind == "lock" else None
+                    if p is not None:
+                        taker = p.trade.sell if p.trade.maker == "buy" else p.trade.buy
+                        started = self.order_arrival.pop(taker, None)
+                    self.outgoing.put_nowait(_Outgoing(effect.topic, effect.payload, started))
+                elif isinstance(effect, Prove):
+                    self._prove(effect)
+                elif isinstance(effect, Settle):
+                    await self.disk(
+                        self.ledger.settle,
+                        effect.record,
+                        meter=effect.meter,
+                        export_start_wh=effect.export_start_wh,
                     )
-                    if started is None:
-                        sell = self.core.pending[effect.trade].trade.sell
-                        started = self.order_arrival.pop(sell, None)
-                self.outgoing.put_nowait(_Outgoing(effect.topic, effect.payload, started))
-            elif isinstance(effect, Prove):
-                self._prove(effect)
-            elif isinstance(effect, Settle):
-                self.ledger.settle(
-                    effect.record, meter=effect.meter, export_start_wh=effect.export_start_wh
-                )
-            elif isinstance(effect, Deliver):
-                self.ledger.record_delivery(effect.record)
-            elif isinstance(effect, Seal):
-                self.seal(effect.reason)
-            elif isinstance(effect, Note):
-                log.info(effect.event, extra={"fields": dict(effect.fields)})
-        if appends:
-            self.orderlog.append(appends)
+                elif isinstance(effect, Deliver):
+                    await self.disk(self.ledger.record_delivery, effect.record)
+                elif isinstance(effect, Seal):
+                    await self.seal(effect.reason)
+                elif isinstance(effect, Note):
+                    log.info(effect.event, extra={"fields": dict(effect.fields)})
 
     def _prove(self, p: Prove) -> None:
         def done(result: tuple[bytes, bytes] | None, error: str | None) -> None:
@@ -216,16 +264,31 @@ class GatewayService:
 
         self.prover.submit(p.soc_bp, p.threshold_bp, p.reserved_bp, p.context, done)
 
-    def seal(self, reason: str = "manual") -> int | None:
+    async def seal(self, reason: str = "manual") -> int | None:
         """Seal a batch of everything settled and logged since the last; return its seq."""
-        trades, deliveries = self.ledger.unbatched()
         first = self.core.batched_log_seq + 1
+        now = self.clock()
+        sealed = await self.disk(self._seal_on_disk, first, now)
+        if sealed is None:
+            return None
+        seq, last_seq, n_trades = sealed
+        self.core.batch_sealed(log_last=last_seq, now=now)
+        self.outbox_wake.set()
+        log.info(
+            "batch_sealed",
+            extra={
+                "fields": {"seq": seq, "trades": n_trades, "log_last": last_seq, "reason": reason}
+            },
+        )
+        return int(seq)
+
+    def _seal_on_disk(self, first: int, now: int) -> tuple[int, int, int] | None:
+        trades, deliveries = self.ledger.unbatched()
         last_seq = self.orderlog.last_seq
         if not trades and not deliveries and last_seq < first:
             return None
         previous = self.ledger.last_batch()
         seq = previous.seq + 1 if previous else 1
-        now = self.clock()
         batch = seal_batch(
             gateway=self.config.id,
             seq=seq,
@@ -246,20 +309,7 @@ class GatewayService:
             trades=[t.id for t in trades],
             deliveries=[d.trade for d in deliveries],
         )
-        self.core.batch_sealed(log_last=last_seq, now=now)
-        self.outbox_wake.set()
-        log.info(
-            "batch_sealed",
-            extra={
-                "fields": {
-                    "seq": seq,
-                    "trades": len(trades),
-                    "log_last": last_seq,
-                    "reason": reason,
-                }
-            },
-        )
-        return seq
+        return seq, last_seq, len(trades)
 
     # ------------------------------------------------------------------ tasks
 
@@ -338,7 +388,7 @@ class GatewayService:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
                 self.outbox_wake.clear()
-                pending = self.ledger.outbox()
+                pending = await self.disk(self.ledger.outbox)
                 failed = False
                 for batch in pending:
                     try:
@@ -355,7 +405,7 @@ class GatewayService:
                     except (aiohttp.ClientError, TimeoutError) as err:
                         ok, text = False, repr(err)
                     if not ok:
-                        self.ledger.count_attempt(batch.seq)
+                        await self.disk(self.ledger.count_attempt, batch.seq)
                         log.warning(
                             "upload_failed",
                             extra={
@@ -364,7 +414,7 @@ class GatewayService:
                         )
                         failed = True
                         break
-                    self.ledger.mark_uploaded(batch.seq, self.clock())
+                    await self.disk(self.ledger.mark_uploaded, batch.seq, self.clock())
                     self.uploads += 1
                     log.info("batch_uploaded", extra={"fields": {"seq": batch.seq}})
                 if failed:
@@ -443,6 +493,7 @@ class GatewayService:
                     self._tasks.append(group.create_task(self._broker(), name="broker"))
                     await asyncio.sleep(0.5)
                 for name, coro in (
+                    ("effects", self._effects()),
                     ("mqtt", self._mqtt()),
                     ("publisher", self._publisher()),
                     ("ticker", self._ticker()),
@@ -458,6 +509,11 @@ class GatewayService:
     async def _stopper(self) -> None:
         await self.stop_event.wait()
         log.info("stopping")
+        # Finish the effects in hand (log appends, settlements), then let queued commands go out.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                while not self._effect_queue.empty() or self._busy:
+                    await asyncio.sleep(0.01)
         # Let queued commands go out briefly, then cancel the tasks.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2):
@@ -470,6 +526,7 @@ class GatewayService:
         self.stop_event.set()
 
     def close(self) -> None:
+        self._io.shutdown(wait=True)
         self.prover.close()
         with contextlib.suppress(Exception):
             self.ledger.set_meta([("last_stop_ms", str(self.clock()))])

@@ -61,7 +61,7 @@ async def test_order_lock_ack_settlement(
         assert statement["sold_wh"] == 400 and statement["carbon_mg"] == 400 * 820
         _, bob_statement = await api.call("GET", "/v1/statement", "bob")
         assert bob_statement["paid_microticks"] == trade["buyer_pays"]
-        totals = gw.ledger.totals()
+        totals = await gw.disk(gw.ledger.totals)
         assert (totals["trades"], totals["fills"], totals["yields"], totals["burn_records"]) == (
             1,
             2,
@@ -103,7 +103,7 @@ async def test_lock_timeout_voids_and_restores(
         assert book == [buy["id"], later["id"]]  # original priority kept
         assert any(r["op"] == "void" for r in gw.orderlog.records)
         await eventually(lambda: any(c.get("cmd") == "release" for c in meter.commands))
-        assert gw.ledger.totals()["trades"] == 0
+        assert (await gw.disk(gw.ledger.totals))["trades"] == 0
 
 
 async def test_bad_telemetry_is_refused_and_counted(

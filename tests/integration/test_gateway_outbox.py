@@ -74,6 +74,16 @@ async def test_batches_queue_while_down_then_upload_once(
             MeterStandIn("m-a", port=mosquitto.port, prefix=topic_prefix).running(),
         ):
             api = Api(gw.api_port)
+
+            async def trades_are(n: int) -> bool:
+                return (await gw.disk(gw.ledger.totals))["trades"] == n
+
+            async def queued_at_least(n: int, empty: bool = False) -> bool:
+                outbox = await gw.disk(gw.ledger.outbox)
+                if empty:
+                    return outbox == []
+                return len(outbox) >= n and coordinator.refused >= n
+
             await eventually(lambda: "m-a" in gw.core.telemetry)
             await api.call(
                 "POST", "/v1/orders", "alice", {"side": "sell", "wh": 3000, "price": 100}
@@ -82,16 +92,16 @@ async def test_batches_queue_while_down_then_upload_once(
                 await api.call(
                     "POST", "/v1/orders", "bob", {"side": "buy", "wh": 100, "price": 300}
                 )
-                await eventually(lambda n=n: gw.ledger.totals()["trades"] == n + 1)
+                await eventually(lambda n=n: trades_are(n + 1))
                 await asyncio.sleep(1.1)
-            await eventually(lambda: len(gw.ledger.outbox()) >= 3 and coordinator.refused >= 3)
-            queued = len(gw.ledger.outbox())
+            await eventually(lambda: queued_at_least(3))
+            queued = len(await gw.disk(gw.ledger.outbox))
             coordinator.up = True
-            await eventually(lambda: gw.ledger.outbox() == [], timeout=15)
+            await eventually(lambda: queued_at_least(0, empty=True), timeout=15)
             await asyncio.sleep(0.5)  # nothing more is sent once the outbox is empty
-            last = gw.ledger.last_batch()
+            last = await gw.disk(gw.ledger.last_batch)
             assert last is not None
-            settled = {t["id"] for t in gw.ledger.trades_of("bob")}
+            settled = {t["id"] for t in await gw.disk(gw.ledger.trades_of, "bob")}
             log = list(gw.orderlog.records)
             sealed = last.seq
     finally:
