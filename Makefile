@@ -51,6 +51,7 @@ demo: deps mosquitto
 	$(BIN)/ngrid simulate $(DEMO_ARGS)
 
 bench: deps
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
