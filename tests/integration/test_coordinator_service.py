@@ -20,7 +20,7 @@ from stellar_sdk import xdr as sx
 from stellar_sdk.soroban_server_async import Durability
 
 from coordinator.config import CoordinatorConfig, parse_config
-from coordinator.service import Coordinator, running
+from coordinator.service import Coordinator, parse_registration, running
 from coordinator.soroban import (
     LOCAL_PASSPHRASE,
     LocalSoroban,
@@ -399,3 +399,26 @@ async def test_try_again_later_is_waited_out(stack: Stack, sim: GatewaySim) -> N
     assert (await stack.upload(encode_batch(sim.batches[0])))[0] == 200
     await stack.anchored("gw-a", 1)
     assert stack.anchored_seqs("gw-a") == [1]
+
+
+async def test_without_soroban_or_admin_token_it_verifies_only(
+    tmp_path: Path, sim: GatewaySim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NGRID_COORDINATOR_ADMIN_TOKEN", raising=False)
+    config = parse_config(
+        {"http": {"port": 0, "max_body_mb": 1}, "soroban": {"enabled": False}}, base=tmp_path
+    )
+    async with running(config) as (coordinator, url), aiohttp.ClientSession() as http:
+        async with http.post(url + "/gateways", json=sim.registration()) as r:
+            assert r.status == 403 and "disabled" in (await r.json())["error"]
+        async with http.post(url + "/batches", data=b"x" * (1024 * 1024 + 1)) as r:
+            assert r.status == 413
+        async with http.get(url + "/health") as r:
+            assert (await r.json())["anchoring"] is False
+        coordinator.store.register(  # registered out of band: verification still runs
+            parse_registration(sim.registration()),
+            now=1,
+        )
+        async with http.post(url + "/batches", data=encode_batch(sim.batches[0])) as r:
+            body = await r.json()
+            assert r.status == 200 and body["anchor"]["status"] == "pending"
