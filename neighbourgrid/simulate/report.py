@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import json
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -23,7 +24,7 @@ from neighbourgrid.simulate.homes import Home
 from neighbourgrid.simulate.inputs import INTERVAL_S
 from neighbourgrid.simulate.physics import Neighbourhood
 
-__all__ = ["ReportData", "write_report", "write_summary"]
+__all__ = ["ReportData", "write_overview_png", "write_report", "write_summary"]
 
 TICK_CT = 0.1  # one price tick is 0.1 euro cent (edge.market.settlement.Rates)
 
@@ -33,8 +34,8 @@ class ReportData:
     """Everything the report shows. ``trading`` is None when the trading run did not happen.
 
     ``traded_wh``/``clearing_price``/``reference_price`` are per interval (price None where
-    nothing traded or no reference price was set); ``earnings_ticks`` per home is what the home
-    received for sales minus what it paid for purchases, in ticks.
+    nothing traded or no reference price was set); ``statements`` per home is the gateway
+    ledger's statement (edge.gateway.ledger.Ledger.statement: Wh and µticks bought and sold).
     """
 
     homes: Sequence[Home]
@@ -45,7 +46,7 @@ class ReportData:
     traded_wh: Sequence[int]
     clearing_price: Sequence[float | None]
     reference_price: Sequence[int | None]
-    earnings_ticks: Mapping[str, float]
+    statements: Mapping[str, Mapping[str, int]]
     summary: Mapping[str, Any]
     stages: Mapping[str, str]
     grid_price: int = 320
@@ -85,39 +86,47 @@ def _date_axis(ax: Any) -> None:
         label.set_fontsize(8)
 
 
-def _figures(data: ReportData) -> dict[str, str]:
+def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    hood = data.trading or data.baseline
-    n = hood.intervals
-    times = _times(data, n)
-    figs: dict[str, str] = {}
+    return plt
 
-    # 1. SoC per home
-    fig, ax = plt.subplots(figsize=(10, 3.6))
-    cmap = plt.get_cmap("viridis")
+
+def _draw_soc(ax: Any, data: ReportData, *, legend: bool = True) -> None:
+    """State of charge per battery home, with the reserve line."""
+    hood = data.trading or data.baseline
+    times = _times(data, hood.intervals)
+    cmap = _plt().get_cmap("viridis")
     battery_homes = [h for h in data.homes if h.battery is not None]
     for i, home in enumerate(battery_homes):
         soc = [f.soc_bp / 100 for f in hood.history[home.id]]
         ax.plot(times, soc, lw=1.3, color=cmap(i / max(1, len(battery_homes) - 1)), label=home.id)
     ax.axhline(20, color="#c0392b", ls="--", lw=1)
-    ax.text(times[0], 21, "20 % reserve: never sold below", color="#c0392b", fontsize=8)
+    ax.text(
+        times[-1],
+        16,
+        "20 % reserve: never sold below",
+        color="#c0392b",
+        fontsize=8,
+        ha="right",
+        va="top",
+    )
     ax.set_ylim(0, 102)
     ax.set_ylabel("state of charge (%)")
-    if len(battery_homes) <= 14:
+    if legend and len(battery_homes) <= 14:
         ax.legend(
             ncol=7, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, -0.42), frameon=False
         )
     _style(ax)
     _date_axis(ax)
-    figs["soc"] = _png(fig)
-    plt.close(fig)
 
-    # 2. traded energy and clearing price vs reference price
-    fig, ax = plt.subplots(figsize=(10, 3.6))
+
+def _draw_market(ax: Any, data: ReportData) -> None:
+    """Traded energy per interval (bars) and clearing vs reference price (second axis)."""
+    times = _times(data, len(data.traded_wh))
     width = INTERVAL_S / 86_400 * 0.9
     ax.bar(times, [w / 1000 for w in data.traded_wh], width=width, align="edge", color="#27ae60")
     ax.set_ylabel("traded per 15 min (kWh)", color="#27ae60")
@@ -129,25 +138,28 @@ def _figures(data: ReportData) -> dict[str, str]:
     ax2.axhline(data.grid_price, color="#c0392b", ls=":", lw=1, label="grid tariff")
     ax2.set_ylabel("ticks per kWh (1 tick = 0.1 ct)")
     ax2.set_ylim(0, data.grid_price * 1.15)
-    ax2.legend(fontsize=8, loc="upper right", frameon=False)
+    ax2.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3, frameon=False)
     ax.spines[["top"]].set_visible(False)
     ax2.spines[["top"]].set_visible(False)
     _date_axis(ax)
-    figs["market"] = _png(fig)
-    plt.close(fig)
 
-    # 3. grid import with and without trading
-    fig, ax = plt.subplots(figsize=(10, 3.6))
 
-    def community_import(h: Neighbourhood) -> list[float]:
-        return [sum(h.history[x.id][k].import_wh for x in data.homes) / 1000 for k in range(n)]
+def _community_import(data: ReportData, hood: Neighbourhood) -> list[float]:
+    return [
+        sum(hood.history[h.id][k].import_wh for h in data.homes) / 1000
+        for k in range(hood.intervals)
+    ]
 
-    base = community_import(data.baseline)
+
+def _draw_grid(ax: Any, data: ReportData) -> None:
+    """The neighbourhood's grid import per interval, without (area) and with trading (line)."""
+    times = _times(data, data.baseline.intervals)
+    base = _community_import(data, data.baseline)
     ax.fill_between(times, base, step="post", color="#bdc3c7", alpha=0.8, label="without trading")
     if data.trading is not None:
         ax.step(
             times,
-            community_import(data.trading),
+            _community_import(data, data.trading),
             where="post",
             color="#2980b9",
             lw=1.4,
@@ -157,22 +169,80 @@ def _figures(data: ReportData) -> dict[str, str]:
     ax.legend(fontsize=8, frameon=False)
     _style(ax)
     _date_axis(ax)
-    figs["grid"] = _png(fig)
-    plt.close(fig)
 
-    # 4. earnings per home
-    fig, ax = plt.subplots(figsize=(10, 3.2))
+
+def _draw_earnings(ax: Any, data: ReportData) -> None:
+    """Per home: received for sales (up), paid for purchases (down) and what the grid would
+    have charged for the same purchases (dashed outline), in EUR."""
     ids = [h.id for h in data.homes]
-    values = [data.earnings_ticks.get(i, 0.0) * TICK_CT / 100 for i in ids]  # euro
-    colors = ["#27ae60" if v >= 0 else "#8e44ad" for v in values]
-    ax.bar([i.replace("home-", "") for i in ids], values, color=colors)
+    labels = [i.replace("home-", "") for i in ids]
+    st = [data.statements.get(i, {}) for i in ids]
+    received = [x.get("received_microticks", 0) / 1e6 * TICK_CT / 100 for x in st]
+    paid = [-x.get("paid_microticks", 0) / 1e6 * TICK_CT / 100 for x in st]
+    grid = [-x.get("bought_wh", 0) * data.grid_price / 1000 * TICK_CT / 100 for x in st]
+    ax.bar(labels, received, color="#27ae60", label="received for energy sold")
+    ax.bar(
+        labels,
+        grid,
+        color="none",
+        edgecolor="#7f8c8d",
+        ls="--",
+        lw=1,
+        label="the grid would have charged",
+    )
+    ax.bar(labels, paid, color="#8e44ad", label="paid to neighbours")
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel("net from trading (EUR)")
+    ax.set_ylabel("EUR over the run")
     ax.set_xlabel("home")
+    ax.legend(fontsize=8, frameon=False, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     _style(ax)
-    figs["earnings"] = _png(fig)
-    plt.close(fig)
+
+
+def _figures(data: ReportData) -> dict[str, str]:
+    plt = _plt()
+    figs: dict[str, str] = {}
+    for key, draw, height in (
+        ("soc", _draw_soc, 3.6),
+        ("market", _draw_market, 3.6),
+        ("grid", _draw_grid, 3.6),
+        ("earnings", _draw_earnings, 3.4),
+    ):
+        fig, ax = plt.subplots(figsize=(10, height))
+        draw(ax, data)
+        figs[key] = _png(fig)
+        plt.close(fig)
     return figs
+
+
+def write_overview_png(path: Path, data: ReportData) -> None:
+    """One picture of the run for a README: headline numbers, grid import with and without
+    trading, what was traded at what price, and the batteries."""
+    plt = _plt()
+    s = data.summary
+    fig = plt.figure(figsize=(11, 11.5))
+    grid = fig.add_gridspec(4, 1, height_ratios=[0.8, 2, 2, 2], hspace=0.45)
+    head = fig.add_subplot(grid[0])
+    head.axis("off")
+    head.text(
+        0,
+        1.0,
+        f"{s.get('homes')} neighbours, {data.days} day{'s' if data.days != 1 else ''} from "
+        f"{data.start:%d %B} (ngrid simulate, seed {s.get('seed')})",
+        fontsize=15,
+        weight="bold",
+        va="top",
+    )
+    cards = _headline(data)
+    figures = [cards[i] for i in (1, 2, 3, 6)]
+    for i, (value, label) in enumerate(figures):
+        x = i / len(figures)
+        head.text(x, 0.45, value, fontsize=18, color="#1e8449", weight="bold", va="center")
+        head.text(x, 0.0, textwrap.fill(label, 28), fontsize=9, color="#555", va="center")
+    _draw_grid(fig.add_subplot(grid[1]), data)
+    _draw_market(fig.add_subplot(grid[2]), data)
+    _draw_soc(fig.add_subplot(grid[3]), data, legend=False)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
 
 
 def _fmt(value: Any, unit: str = "") -> str:
@@ -209,14 +279,17 @@ details{margin:12px 0}
 """
 
 
-def write_report(path: Path, data: ReportData) -> None:
-    """Write the self-contained HTML report for ``data`` to ``path``."""
+def _headline(data: ReportData) -> list[tuple[str, str]]:
+    """The headline numbers: (value, what it is), most telling first."""
     s = data.summary
-    figs = _figures(data)
     saved = None
     if s.get("grid_import_wh_with_trading") is not None:
         saved = s["grid_import_wh_without_trading"] - s["grid_import_wh_with_trading"]
-    end = data.start + timedelta(days=data.days - 1)
+    saved_eur = None
+    if data.statements:
+        bought = sum(x.get("bought_wh", 0) for x in data.statements.values())
+        paid = sum(x.get("paid_microticks", 0) for x in data.statements.values()) / 1e6
+        saved_eur = round((bought * data.grid_price / 1000 - paid) * TICK_CT / 100, 2)
     cards = [
         (_fmt(s.get("homes")), "homes"),
         (
@@ -233,6 +306,7 @@ def write_report(path: Path, data: ReportData) -> None:
             _fmt(None if s.get("carbon_mg") is None else s["carbon_mg"] / 1e6, " kg"),
             "CO2 credited (820 g per kWh)",
         ),
+        (_fmt(saved_eur, " EUR"), "saved by buyers against the grid tariff"),
         (_fmt(s.get("trades")), f"trades, {_fmt(s.get('defaults'))} defaulted"),
         (
             f"{_fmt(s.get('batches_anchored'))} / {_fmt(s.get('batches'))}",
@@ -241,6 +315,15 @@ def write_report(path: Path, data: ReportData) -> None:
         (_fmt(s.get("proofs_verified")), "range proofs verified"),
         (_fmt(s.get("replay_ok")), "coordinator's replay agrees"),
     ]
+    return cards
+
+
+def write_report(path: Path, data: ReportData) -> None:
+    """Write the self-contained HTML report for ``data`` to ``path``."""
+    s = data.summary
+    figs = _figures(data)
+    end = data.start + timedelta(days=data.days - 1)
+    cards = _headline(data)
     card_html = "".join(
         f'<div class="card"><b>{v}</b><span>{html.escape(t)}</span></div>' for v, t in cards
     )
@@ -255,6 +338,27 @@ def write_report(path: Path, data: ReportData) -> None:
         if not isinstance(v, dict | list)
     )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
+    home_rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(c))}</td>"
+            for c in (
+                h.id,
+                h.kind,
+                h.persons,
+                f"{h.annual_kwh:,.0f}",
+                f"{h.pv_kwp:g}" if h.pv_kwp else "-",
+                f"{h.battery.capacity_wh / 1000:g}" if h.battery else "-",
+                "manual orders" if h.manual else ("policy" if h.battery else "home app"),
+            )
+        )
+        + "</tr>"
+        for h in data.homes
+    )
+    home_table = (
+        "<tr><th>home</th><th>kind</th><th>persons</th><th>kWh/year</th><th>PV kWp</th>"
+        f"<th>battery kWh</th><th>sells / buys via</th></tr>{home_rows}"
+    )
     kinds: dict[str, int] = {}
     for h in data.homes:
         kinds[h.kind] = kinds.get(h.kind, 0) + 1
@@ -292,9 +396,9 @@ def write_report(path: Path, data: ReportData) -> None:
         fig(
             "earnings",
             "Who earned what",
-            "Net money from trading per home over the run: green homes sold more than they "
-            "bought, purple homes paid neighbours instead of the grid (and paid less than the "
-            "grid would have charged).",
+            "Green: what each home received for the energy it sold. Purple: what it paid its "
+            "neighbours, with the dashed outline showing what the grid would have charged for "
+            "the same energy: the gap is what buying locally saved.",
         ),
     ]
     plural = "s" if data.days != 1 else ""
@@ -314,6 +418,7 @@ def write_report(path: Path, data: ReportData) -> None:
             "went through the gateway's market.</p>",
             f'<div class="cards">{card_html}</div>',
             *captions,
+            f"<details><summary>The homes</summary><table>{home_table}</table></details>",
             f"<details open><summary>Stages of the run</summary><table>{stage_rows}</table>",
             "</details>",
             "<details><summary>All figures (summary.json)</summary>",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 import json
 import logging
 import os
@@ -30,7 +31,12 @@ from edge.errors import ConfigError, NgridError
 from neighbourgrid.simulate.homes import Home, make_homes
 from neighbourgrid.simulate.inputs import INTERVAL_S, INTERVALS_PER_DAY
 from neighbourgrid.simulate.physics import Neighbourhood, run_baseline
-from neighbourgrid.simulate.report import ReportData, write_report, write_summary
+from neighbourgrid.simulate.report import (
+    ReportData,
+    write_overview_png,
+    write_report,
+    write_summary,
+)
 
 __all__ = ["EmbeddedBroker", "SimClock", "SimConfig", "SimulationError", "run"]
 
@@ -167,28 +173,23 @@ def run(config: SimConfig) -> dict[str, Any]:
     live = asyncio.run(_live(config, homes))
     summary = _summary(config, homes, baseline, live)
     write_summary(out / "summary.json", summary)
-    earnings = {
-        hid: (st["received_microticks"] - st["paid_microticks"]) / 1_000_000
-        for hid, st in live.statements.items()
-    }
-    write_report(
-        out / "report.html",
-        ReportData(
-            homes=homes,
-            start=config.start,
-            days=config.days,
-            baseline=baseline,
-            trading=live.hood,
-            traded_wh=live.traded_wh,
-            clearing_price=live.clearing_price,
-            reference_price=live.reference_price,
-            earnings_ticks=earnings,
-            summary=summary,
-            stages=live.stages,
-            grid_price=GRID_PRICE,
-            notes=live.notes,
-        ),
+    data = ReportData(
+        homes=homes,
+        start=config.start,
+        days=config.days,
+        baseline=baseline,
+        trading=live.hood,
+        traded_wh=live.traded_wh,
+        clearing_price=live.clearing_price,
+        reference_price=live.reference_price,
+        statements=live.statements,
+        summary=summary,
+        stages=live.stages,
+        grid_price=GRID_PRICE,
+        notes=live.notes,
     )
+    write_report(out / "report.html", data)
+    write_overview_png(out / "report.png", data)
     return summary
 
 
@@ -564,14 +565,14 @@ async def _live_path(
                 received: dict[str, int] = {}
                 wh_sum = price_sum = 0
                 for lk in locks:  # settlement order, as the gateway shares them out
-                    row = service.ledger.trade(lk.trade)
-                    if row is None:
-                        raise SimulationError(f"settled trade {lk.trade} is not in the ledger")
+                    trade = core.engine.trade(lk.trade)
+                    if trade is None:
+                        raise SimulationError(f"settled trade {lk.trade} is not in the market")
                     got = min(lk.wh, left[lk.seller])
                     left[lk.seller] -= got
-                    received[row["buyer"]] = received.get(row["buyer"], 0) + got
+                    received[trade.buyer] = received.get(trade.buyer, 0) + got
                     wh_sum += lk.wh
-                    price_sum += lk.wh * row["price"]
+                    price_sum += lk.wh * trade.price
                 flows = hood.step(sold=sold, received=received)
                 traded_wh[k] = wh_sum
                 clearing[k] = price_sum / wh_sum if wh_sum else None
@@ -584,10 +585,19 @@ async def _live_path(
                     )
                 progress.update(1)
         progress.close()
-        service.seal("end")
-        await _until(lambda: not service.ledger.outbox(), timeout=120, what="the batches to upload")
-        totals = service.ledger.totals()
-        statements = {h.id: service.ledger.statement(h.id) for h in homes}
+        await _flush(service)
+        sealed = service.seal("end")
+        if inspect.isawaitable(sealed):
+            await sealed
+        await _flush(service)
+        ledger = service.ledger
+        deadline = time.monotonic() + 120
+        while await _on_disk(service, ledger.outbox):
+            if time.monotonic() > deadline:
+                raise SimulationError("timed out waiting for the batches to upload")
+            await asyncio.sleep(0.05)
+        totals = await _on_disk(service, ledger.totals)
+        statements = {h.id: await _on_disk(service, ledger.statement, h.id) for h in homes}
         refusals = sum(m.runner.meter.refusals for m in meters.values())
         stages["meters"] += f"; lock refusals by the firmware: {refusals}"
     finally:
@@ -620,9 +630,31 @@ async def _live_path(
         db.close()
     async with aiohttp.ClientSession() as session:
         await _collect_coordinator(
-            session, coordinator_url, gw_config.id, batches, trade_ids, result
+            session,
+            coordinator_url,
+            gw_config.id,
+            batches,
+            trade_ids,
+            result,
+            receipts_path=out / "coordinator" / "receipts.jsonl",
         )
     return result
+
+
+async def _flush(service: Any) -> None:
+    """Wait until the gateway has performed every effect queued so far (its effects run in
+    order, so a marker effect's completion means the ones before it are done)."""
+    from edge.gateway.core import Note
+
+    done = service.perform([Note("simulation_flush", {})])
+    if inspect.isawaitable(done):
+        await done
+
+
+async def _on_disk(service: Any, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a ledger method where the gateway allows it (its disk thread, if it has one)."""
+    disk = getattr(service, "disk", None)
+    return fn(*args) if disk is None else await disk(fn, *args)
 
 
 async def _order(
@@ -752,7 +784,14 @@ async def _register(session: Any, url: str, admin: str, document: dict[str, Any]
 
 
 async def _collect_coordinator(
-    session: Any, url: str, gateway: str, batches: int, trade_ids: Sequence[str], result: LiveResult
+    session: Any,
+    url: str,
+    gateway: str,
+    batches: int,
+    trade_ids: Sequence[str],
+    result: LiveResult,
+    *,
+    receipts_path: Path,
 ) -> None:
     """Wait until the coordinator has verified and anchored every batch, then read back its
     findings and every trade's receipt, checking each receipt's Merkle path and that the
@@ -795,11 +834,13 @@ async def _collect_coordinator(
         if anchor.get("status") == "anchored" and anchor.get("chain") == chain.hex():
             anchored += 1
     receipts_ok = 0
+    receipts = []
     for trade in trade_ids:
         async with session.get(f"{url}/receipts/{gateway}/{trade}") as response:
             if response.status != 200:
                 continue
             receipt = await response.json()
+        receipts.append(json.dumps(receipt, sort_keys=True))
         record = TradeRecord.from_json(receipt["trade"])
         included = verify_inclusion(
             leaf=leaf_of(record),
@@ -814,6 +855,7 @@ async def _collect_coordinator(
             and (receipt.get("anchor") or {}).get("status") == "anchored"
         ):
             receipts_ok += 1
+    receipts_path.write_text("".join(line + "\n" for line in receipts))
     result.batches = len(rows)
     result.batches_anchored = anchored
     result.proofs_verified = proofs
