@@ -177,6 +177,12 @@ class Coordinator:
             rules=self.config.rules,
         )
 
+    async def release_held(self) -> None:
+        """At start: verify held batches whose gap was filled before a crash or restart."""
+        async with self.lock:
+            for gateway in self.store.held_gateways():
+                await self._release_held(gateway, self.store.chain(gateway).seq + 1)
+
     async def _release_held(self, gateway: str, seq: int) -> None:
         """The gap before ``seq`` is filled: verify the held batches in order."""
         while True:
@@ -494,6 +500,7 @@ async def running(
         coordinator = Coordinator(
             config=config, store=store, submitter=submitter, contract_id=contract_id, clock=clock
         )
+        await coordinator.release_held()
         app = make_app(coordinator, admin_token=admin_token)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

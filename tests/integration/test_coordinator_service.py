@@ -422,3 +422,32 @@ async def test_without_soroban_or_admin_token_it_verifies_only(
         async with http.post(url + "/batches", data=encode_batch(sim.batches[0])) as r:
             body = await r.json()
             assert r.status == 200 and body["anchor"]["status"] == "pending"
+
+
+async def test_a_gap_filled_before_a_restart_releases_the_held_batch_at_start(
+    tmp_path: Path, sim: GatewaySim
+) -> None:
+    """A crash between recording batch 2 and re-verifying held batch 3 leaves 3 held; the next
+    start verifies it."""
+    from coordinator.store import Store
+    from coordinator.verify import verify_batch
+
+    config = parse_config({"http": {"port": 0}, "soroban": {"enabled": False}}, base=tmp_path)
+    store = Store(path=config.store_path)
+    store.register(parse_registration(sim.registration()), now=1)
+    for batch in (sim.batches[0], sim.batches[2], sim.batches[1]):  # 3 arrives before 2
+        v = verify_batch(
+            batch,
+            registry=store.registry(),
+            chain=store.chain("gw-a"),
+            history=store.history_for(batch),
+        )
+        body = encode_batch(batch)
+        store.record(
+            batch=batch, body=body, digest=hashlib.sha256(body).digest(), verification=v, now=2
+        )
+    assert store.batch("gw-a", 3).status == "held"  # type: ignore[union-attr]
+    store.close()
+    async with running(config) as (coordinator, _):
+        assert coordinator.store.batch("gw-a", 3).status == "accepted"  # type: ignore[union-attr]
+        assert coordinator.store.chain("gw-a").seq == 3
