@@ -20,8 +20,10 @@ Setup, one run per mode, same load each time:
   sell), and ``--crossing`` (10 %) buys at 400 that take the best sell at once (10 Wh each).
 
 Latency: from just before the crossing buy's POST to the arrival of its lock command at a
-subscriber on the broker (``ngrid/<gw>/+/cmd``), both on this process's monotonic clock; the lock
-is tied to its order through the gateway's ledger after the run (trade id -> buy order id).
+subscriber on the broker (``ngrid/<gw>/+/cmd``, its own process), both on the system's monotonic
+clock; the lock is tied to its order through the gateway's ledger after the run (trade id -> buy
+order id). ``in-gw`` is the gateway's own view (``/v1/status``): API arrival to the moment the
+command is handed to the MQTT client, which includes the order log's fsync.
 CPU share: the gateway's utime+stime over the load window divided by the wall time, for the main
 process and for its proof worker (edge.zk runs in a separate process). Peak RSS: VmHWM.
 
@@ -39,6 +41,7 @@ import json
 import os
 import random
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -268,10 +271,34 @@ async def fleet(first: int, last: int, port: int) -> None:
     await asyncio.gather(*tasks)
 
 
-async def observe_locks(port: int, seen: dict[str, float], ready: asyncio.Event) -> None:
-    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-observer") as client:
+def observe(port: int, out: str) -> None:
+    """Internal (``--observe``): record each lock command's arrival (CLOCK_MONOTONIC, which
+    ``time.perf_counter`` reads on Linux, so the times compare across processes) until SIGTERM,
+    then write ``{trade: time}`` to ``out``."""
+    seen: dict[str, float] = {}
+    ready = Path(out + ".ready")
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await observe_locks(port, seen, ready)
+
+    asyncio.run(run())
+    Path(out).write_text(json.dumps(seen))
+
+
+async def observe_locks(port: int, seen: dict[str, float], ready: Path) -> None:
+    async with aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        identifier="bench-observer",
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+    ) as client:
         await client.subscribe(f"{PREFIX}/+/cmd", qos=1)
-        ready.set()
+        ready.touch()
         async for message in client.messages:
             at = time.perf_counter()
             name = message.topic.value.split("/")[2]
@@ -359,9 +386,10 @@ async def run_mode(mode: str, args: argparse.Namespace, broker_port: int) -> dic
         ]
     log = (work / "gateway.log").open("wb")
     gateway = subprocess.Popen(cmd, stdout=log, stderr=log)
-    seen: dict[str, float] = {}
-    observer_ready = asyncio.Event()
-    tasks = [asyncio.create_task(observe_locks(broker_port, seen, observer_ready))]
+    seen_path = work / "locks.json"
+    observer = subprocess.Popen(
+        [sys.executable, __file__, "--observe", str(seen_path), "--port", str(broker_port)]
+    )
     base = f"http://127.0.0.1:{api_port}"
     fleet_log = (work / "fleet.log").open("wb")
     meters = subprocess.Popen(
@@ -370,7 +398,8 @@ async def run_mode(mode: str, args: argparse.Namespace, broker_port: int) -> dic
         stderr=fleet_log,
     )
     try:
-        await observer_ready.wait()
+        while not Path(str(seen_path) + ".ready").exists():
+            await asyncio.sleep(0.05)
         await api_ready(base, args.meters)
 
         rng = random.Random(7)
@@ -436,15 +465,15 @@ async def run_mode(mode: str, args: argparse.Namespace, broker_port: int) -> dic
         meters.kill()
         meters.wait()
         fleet_log.close()
+        observer.send_signal(signal.SIGTERM)
+        observer.wait(timeout=20)
         gateway.send_signal(signal.SIGTERM)
         try:
             gateway.wait(timeout=20)
         except subprocess.TimeoutExpired:
             gateway.kill()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         log.close()
+    seen: dict[str, float] = json.loads(seen_path.read_text())
     db = sqlite3.connect(work / "ledger.sqlite3")
     trade_buy = dict(db.execute("SELECT id, buy FROM trades"))
     db.close()
@@ -493,10 +522,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", default="event,poll,event-prove-first")
     parser.add_argument("--serve-polling", metavar="CONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--fleet", metavar="FIRST:LAST", help=argparse.SUPPRESS)
+    parser.add_argument("--observe", metavar="OUT", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_polling:
         serve_polling(args.serve_polling)
+        return
+    if args.observe:
+        observe(args.port, args.observe)
         return
     if args.fleet:
         first, last = (int(x) for x in args.fleet.split(":"))

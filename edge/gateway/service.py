@@ -25,6 +25,7 @@ import json
 import logging
 import random
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -326,6 +327,8 @@ class GatewayService:
                     password=cfg.password,
                     identifier=f"ngrid-gateway-{self.config.id}",
                     keepalive=30,
+                    # Small command packets must not wait for Nagle's algorithm (paho leaves it on).
+                    socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
                 ) as client:
                     await client.subscribe(f"{prefix}/+/state", qos=1)
                     await client.subscribe(f"{prefix}/+/ack", qos=1)
