@@ -45,7 +45,6 @@ log = logging.getLogger("neighbourgrid.simulate")
 GRID_PRICE = 320  # ticks/kWh (32 ct): what a home pays the grid
 FEED_IN_PRICE = 80  # ticks/kWh (8 ct): what the grid pays for exported energy
 GATEWAY_ID = "gw-sim"
-NOT_RUN = "not run"
 
 
 class SimulationError(NgridError):
@@ -172,6 +171,13 @@ def run(config: SimConfig) -> dict[str, Any]:
     baseline = run_baseline(homes=homes, start=config.start, days=config.days)
     live = asyncio.run(_live(config, homes))
     summary = _summary(config, homes, baseline, live)
+    stored_less = summary["battery_wh_end_without_trading"] - summary["battery_wh_end_with_trading"]
+    if stored_less > 0:
+        live.notes.append(
+            f"The batteries end the run holding {stored_less / 1000:.1f} kWh less with trading "
+            "than without: part of the lower grid import is energy sold out of them that the "
+            "baseline still had stored."
+        )
     write_summary(out / "summary.json", summary)
     data = ReportData(
         homes=homes,
@@ -454,7 +460,7 @@ async def _live_path(
                 and service.api_port is not None
             ),
             timeout=30,
-            what="the gateway to start",
+            what=f"the gateway to start and connect to the broker at {host}:{port}",
         )
         stages["gateway (policies, matching, proofs, locks, settlement, ledger)"] = "ran"
         async with aiohttp.ClientSession() as session:
