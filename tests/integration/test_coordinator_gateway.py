@@ -85,7 +85,9 @@ async def test_the_gateways_batches_are_verified_and_anchored(
                 )
                 await eventually(lambda n=n: gw.ledger.totals()["trades"] == n + 1)
                 await asyncio.sleep(0.6)  # batches every second: trades spread over batches
-            await eventually(lambda: gw.ledger.outbox() == [] and gw.uploads >= 2, timeout=20)
+            await eventually(  # every settled trade sealed in a batch, every batch uploaded
+                lambda: not gw.ledger.unbatched()[0] and gw.ledger.outbox() == [], timeout=20
+            )
             sealed = gw.ledger.last_batch()
             assert sealed is not None
             settled = {t["id"] for t in gw.ledger.trades_of("bob")}
