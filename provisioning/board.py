@@ -44,7 +44,8 @@ __all__ = [
     "tree_digest",
 ]
 
-RAW_REPL_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
+# Up to but not including the ">" prompt, which mpremote's exec expects to read itself.
+RAW_REPL_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 
 Progress = Callable[[int], None]
 
@@ -98,7 +99,7 @@ class Board:
         self.port = port
         self.timeout = timeout
         try:
-            self._t = SerialTransport(port, baudrate=baudrate, timeout=0.2)
+            self._t = SerialTransport(port, baudrate=baudrate, timeout=1.0)
         except TransportError as err:  # lost a race with another program
             raise BoardBusyError(f"cannot open the port: {err}", port=port) from err
 
@@ -159,7 +160,7 @@ class Board:
         data = b""
         deadline = time.monotonic() + seconds
         while not data.endswith(ending) and time.monotonic() < deadline:
-            chunk = ser.read(1)  # the port's 0.2 s timeout bounds each read
+            chunk = ser.read(1)  # the port's 1 s timeout bounds each read
             if chunk:
                 data += chunk
         return data
