@@ -1,0 +1,170 @@
+// The virtual board: the MicroPython VM's REPL on a serial line (a pseudo-terminal's master
+// side, an inherited file descriptor), with a filesystem mirrored to a host directory.
+//
+// usage: node vm_board.mjs --root DIR [--fd N]   (N: the pty master's descriptor, default 3)
+// - The VM's filesystem root "/" starts as a copy of DIR (system dirs tmp/home/dev/proc aside)
+//   and is written back to DIR after every raw-REPL execution, soft reset and exit, so the host
+//   sees what `mpremote fs cp` put there, and a restart (hard reset) keeps it, like flash.
+// - The event-driven REPL of the WebAssembly port handles the raw REPL but not the raw-paste
+//   request (Ctrl-E 'A' Ctrl-A): that request is answered here with "R\x00" (raw paste not
+//   supported), and mpremote falls back to the plain raw REPL.
+// - A soft reset (Ctrl-D at an empty prompt) loads a fresh VM on the same filesystem, prints
+//   "MPY: soft reboot" and returns to the REPL mode it was in, as a board does.
+// - errno_shim.py maps the port's Emscripten errno numbers to MicroPython's (ENOENT = 2 ...).
+// - "ready\n" on stdout once the REPL is up; closing stdin stops it (files saved first).
+import fs from "node:fs";
+import tty from "node:tty";
+import path from "node:path";
+import { createRequire } from "node:module";
+import { pathToFileURL } from "node:url";
+
+const require = createRequire(import.meta.url);
+const modulePath = process.env.NGRID_MICROPYTHON_MJS ||
+  require.resolve("@micropython/micropython-webassembly-pyscript/micropython.mjs",
+                  { paths: [process.cwd()] });
+const { loadMicroPython } = await import(pathToFileURL(modulePath).href);
+
+const args = process.argv.slice(2);
+const root = path.resolve(args[args.indexOf("--root") + 1]);
+const TTY = args.includes("--fd") ? parseInt(args[args.indexOf("--fd") + 1], 10) : 3;
+const SYSTEM = new Set(["tmp", "home", "dev", "proc"]);
+const SHIM = fs.readFileSync(new URL("./errno_shim.py", import.meta.url), "utf8");
+
+let mp = null;
+let muted = false;
+let raw = false;
+const mirror = new Map(); // path -> last content written to the host
+
+function write(bytes) {
+  if (!muted) fs.writeSync(TTY, bytes);
+}
+
+function hostToVm(FS) {
+  const walk = (hostDir, vmDir) => {
+    for (const name of fs.readdirSync(hostDir)) {
+      const h = path.join(hostDir, name);
+      const v = vmDir === "/" ? "/" + name : vmDir + "/" + name;
+      if (fs.statSync(h).isDirectory()) {
+        try { FS.mkdir(v); } catch (e) { }
+        walk(h, v);
+      } else {
+        const data = fs.readFileSync(h);
+        FS.writeFile(v, data);
+        mirror.set(v, Buffer.from(data));
+      }
+    }
+  };
+  walk(root, "/");
+}
+
+function vmToHost() {
+  if (!mp) return;
+  const FS = mp.FS;
+  const seen = new Set();
+  const walk = (vmDir) => {
+    for (const name of FS.readdir(vmDir)) {
+      if (name === "." || name === "..") continue;
+      if (vmDir === "/" && SYSTEM.has(name)) continue;
+      const v = vmDir === "/" ? "/" + name : vmDir + "/" + name;
+      const h = path.join(root, v);
+      if (FS.isDir(FS.stat(v).mode)) {
+        fs.mkdirSync(h, { recursive: true });
+        seen.add(v);
+        walk(v);
+      } else {
+        const data = Buffer.from(FS.readFile(v));
+        seen.add(v);
+        const old = mirror.get(v);
+        if (!old || !old.equals(data)) {
+          fs.writeFileSync(h, data);
+          mirror.set(v, data);
+        }
+      }
+    }
+  };
+  walk("/");
+  // Remove what was deleted in the VM (deepest first).
+  const hostPaths = [];
+  const list = (dir, rel) => {
+    for (const name of fs.readdirSync(dir)) {
+      const r = rel + "/" + name;
+      const h = path.join(dir, name);
+      if (fs.statSync(h).isDirectory()) list(h, r);
+      hostPaths.push(r);
+    }
+  };
+  list(root, "");
+  for (const r of hostPaths.reverse()) {
+    if (!seen.has(r)) {
+      fs.rmSync(path.join(root, r), { recursive: true, force: true });
+      mirror.delete(r);
+    }
+  }
+}
+
+async function boot() {
+  mp = await loadMicroPython({ stdout: (b) => write(b), linebuffer: false });
+  hostToVm(mp.FS);
+  mp.runPython(SHIM);
+  mp.runPython("import gc; gc.collect()");
+  mp.replInit();
+}
+
+async function softReset() {
+  vmToHost();
+  write(Buffer.from("MPY: soft reboot\r\n"));
+  muted = true;
+  await boot();
+  muted = false;
+  if (raw) {
+    for (const c of Buffer.from("\x01")) mp.replProcessChar(c);
+  } else {
+    write(Buffer.from("\r\nMicroPython (neighbourgrid virtual board)\r\n>>> "));
+  }
+}
+
+// Raw-paste detection: Ctrl-E 'A' Ctrl-A while in the raw REPL.
+let held = [];
+const PASTE = [0x05, 0x41, 0x01];
+
+async function feed(c) {
+  const r = mp.replProcessChar(c);
+  if (c === 0x01) raw = true;
+  if (c === 0x02) raw = false;
+  if (r !== 0) await softReset();
+  else if (raw && c === 0x04) vmToHost();
+}
+
+async function onByte(c) {
+  if (raw && (held.length > 0 || c === PASTE[0])) {
+    held.push(c);
+    if (held[held.length - 1] !== PASTE[held.length - 1]) {
+      const bytes = held;
+      held = [];
+      for (const b of bytes) await feed(b);
+      return;
+    }
+    if (held.length === PASTE.length) {
+      held = [];
+      write(Buffer.from("R\x00"));
+    }
+    return;
+  }
+  await feed(c);
+}
+
+await boot();
+let chain = Promise.resolve();
+// A socket over the descriptor polls it with epoll; a file read stream would block a
+// thread-pool thread in read() and keep Node from exiting.
+const input = new tty.ReadStream(TTY);
+input.on("data", (chunk) => {
+  chain = chain.then(async () => { for (const c of chunk) await onByte(c); });
+});
+input.on("error", () => { vmToHost(); process.exit(0); });
+const finish = () => { try { vmToHost(); } finally { process.exit(0); } };
+process.on("SIGTERM", finish);
+process.stdin.on("end", finish); // the host closes our stdin to stop us
+process.stdin.resume();
+process.on("SIGINT", finish);
+process.stdout.write("ready\n");
