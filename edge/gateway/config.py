@@ -182,10 +182,10 @@ class _Table:
             raise ConfigError(f"expected {what}, got {value!r}", key=self.key(name))
         return value
 
-    def str(self, name: str, default: Any = None) -> Any:
+    def text(self, name: str, default: Any = None) -> Any:
         return self._get(name, (str,), "a string", default)
 
-    def int(self, name: str, default: Any = None, *, lo: int = 0, hi: int | None = None) -> Any:
+    def integer(self, name: str, default: Any = None, *, lo: int = 0, hi: int | None = None) -> Any:
         value = self._get(name, (int,), "an integer", default)
         if isinstance(value, int) and (value < lo or (hi is not None and value > hi)):
             span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
@@ -198,7 +198,7 @@ class _Table:
             raise ConfigError(f"must be >= {lo}, got {value}", key=self.key(name))
         return float(value)
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         return bool(self._get(name, (bool,), "true or false", default))
 
     def table(self, name: str) -> _Table:
@@ -215,7 +215,7 @@ _REQUIRED = object()
 
 
 def _ident(table: _Table, name: str) -> str:
-    value = table.str(name, _REQUIRED)
+    value = table.text(name, _REQUIRED)
     if not _ID.match(value):
         raise ConfigError("use 1-64 letters, digits, '.', '_' or '-'", key=table.key(name))
     return str(value)
@@ -228,7 +228,7 @@ def _path(base: Path, value: str) -> Path:
 
 def _meter(table: _Table) -> Meter:
     meter_id = _ident(table, "id")
-    key_hex = table.str("mac_key", _REQUIRED)
+    key_hex = table.text("mac_key", _REQUIRED)
     try:
         key = bytes.fromhex(key_hex)
     except ValueError:
@@ -238,8 +238,8 @@ def _meter(table: _Table) -> Meter:
     meter = Meter(
         id=meter_id,
         key=key,
-        capacity_wh=table.int("capacity_wh", _REQUIRED, lo=1),
-        reserve_bp=table.int("reserve_bp", 2000, hi=10000),
+        capacity_wh=table.integer("capacity_wh", _REQUIRED, lo=1),
+        reserve_bp=table.integer("reserve_bp", 2000, hi=10000),
         owner=_ident(table, "owner"),
     )
     table.done()
@@ -249,11 +249,11 @@ def _meter(table: _Table) -> Meter:
 def _home(table: _Table) -> Home:
     home = Home(
         id=_ident(table, "id"),
-        token=table.str("token", _REQUIRED),
-        sell_above_bp=table.int("sell_above_bp", None, hi=10000),
-        sell_price=table.int("sell_price", None, lo=1),
-        buy_below_bp=table.int("buy_below_bp", None, hi=10000),
-        buy_price=table.int("buy_price", None, lo=1),
+        token=table.text("token", _REQUIRED),
+        sell_above_bp=table.integer("sell_above_bp", None, hi=10000),
+        sell_price=table.integer("sell_price", None, lo=1),
+        buy_below_bp=table.integer("buy_below_bp", None, hi=10000),
+        buy_price=table.integer("buy_price", None, lo=1),
     )
     if len(home.token) < 16:
         raise ConfigError("use a random token of at least 16 characters", key=table.key("token"))
@@ -289,39 +289,39 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> GatewayConfig:
     root = _Table(data, "")
     gw = root.table("gateway")
     gateway_id = _ident(gw, "id")
-    data_dir = _path(base, gw.str("data_dir", "."))
-    signing_key = _path(base, gw.str("signing_key", str(data_dir / "gateway.key")))
-    registry = gw.str("meters", None)
-    log_level = gw.str("log_level", "info").lower()
+    data_dir = _path(base, gw.text("data_dir", "."))
+    signing_key = _path(base, gw.text("signing_key", str(data_dir / "gateway.key")))
+    registry = gw.text("meters", None)
+    log_level = gw.text("log_level", "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError("expected debug, info, warning or error", key="gateway.log_level")
     gw.done()
 
     mq = root.table("mqtt")
     mqtt = MqttConfig(
-        host=mq.str("host", "127.0.0.1"),
-        port=mq.int("port", 1883, lo=1, hi=65535),
-        username=mq.str("username", None),
-        password=mq.str("password", None),
-        topic_prefix=mq.str("topic_prefix", f"ngrid/{gateway_id}").rstrip("/"),
-        embedded_broker=mq.bool("embedded_broker", False),
+        host=mq.text("host", "127.0.0.1"),
+        port=mq.integer("port", 1883, lo=1, hi=65535),
+        username=mq.text("username", None),
+        password=mq.text("password", None),
+        topic_prefix=mq.text("topic_prefix", f"ngrid/{gateway_id}").rstrip("/"),
+        embedded_broker=mq.flag("embedded_broker", False),
     )
     mq.done()
 
     led = root.table("ledger")
-    ledger_path = _path(base, led.str("path", str(data_dir / "ledger.sqlite3")))
-    orderlog_path = _path(base, led.str("orderlog", str(ledger_path.parent / "orderlog.jsonl")))
+    ledger_path = _path(base, led.text("path", str(data_dir / "ledger.sqlite3")))
+    orderlog_path = _path(base, led.text("orderlog", str(ledger_path.parent / "orderlog.jsonl")))
     led.done()
 
     ap = root.table("api")
-    api = ApiConfig(host=ap.str("host", "127.0.0.1"), port=ap.int("port", 8080, hi=65535))
+    api = ApiConfig(host=ap.text("host", "127.0.0.1"), port=ap.integer("port", 8080, hi=65535))
     ap.done()
 
     mk = root.table("market")
     market = MarketConfig(
-        interval_s=mk.int("interval_s", 900, lo=1),
-        policy=mk.str("policy", "price-time"),
-        max_matches=mk.int("max_matches", None, lo=1),
+        interval_s=mk.integer("interval_s", 900, lo=1),
+        policy=mk.text("policy", "price-time"),
+        max_matches=mk.integer("max_matches", None, lo=1),
     )
     if market.policy not in ("price-time", "value-time"):
         raise ConfigError("expected price-time or value-time", key="market.policy")
@@ -329,38 +329,38 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> GatewayConfig:
 
     rf = root.table("reference")
     reference = ReferenceConfig(
-        base_price=rf.int("base_price", 100, lo=0),
-        scarcity_bp=rf.int("scarcity_bp", 10000, hi=100_000),
-        soc_step_bp=rf.int("soc_step_bp", 100, lo=1, hi=10000),
+        base_price=rf.integer("base_price", 100, lo=0),
+        scarcity_bp=rf.integer("scarcity_bp", 10000, hi=100_000),
+        soc_step_bp=rf.integer("soc_step_bp", 100, lo=1, hi=10000),
     )
     rf.done()
 
     tl = root.table("telemetry")
     telemetry = TelemetryConfig(
-        max_age_s=tl.int("max_age_s", 30, lo=1),
-        max_future_s=tl.int("max_future_s", 5),
-        stale_after_s=tl.int("stale_after_s", 120, lo=1),
-        max_power_w=tl.int("max_power_w", 50_000, lo=1),
+        max_age_s=tl.integer("max_age_s", 30, lo=1),
+        max_future_s=tl.integer("max_future_s", 5),
+        stale_after_s=tl.integer("stale_after_s", 120, lo=1),
+        max_power_w=tl.integer("max_power_w", 50_000, lo=1),
     )
     tl.done()
 
     lk = root.table("locks")
     locks = LockConfig(
-        timeout_ms=lk.int("timeout_ms", 3000, lo=1),
-        prove_before_lock=lk.bool("prove_before_lock", True),
-        telemetry_wait_ms=lk.int("telemetry_wait_ms", 10_000, lo=0),
+        timeout_ms=lk.integer("timeout_ms", 3000, lo=1),
+        prove_before_lock=lk.flag("prove_before_lock", True),
+        telemetry_wait_ms=lk.integer("telemetry_wait_ms", 10_000, lo=0),
     )
     lk.done()
 
     bt = root.table("batch")
     batch = BatchConfig(
-        every_s=bt.int("every_s", 300, lo=1), max_trades=bt.int("max_trades", 100, lo=1)
+        every_s=bt.integer("every_s", 300, lo=1), max_trades=bt.integer("max_trades", 100, lo=1)
     )
     bt.done()
 
     co = root.table("coordinator")
     coordinator = CoordinatorConfig(
-        url=co.str("url", "").rstrip("/"),
+        url=co.text("url", "").rstrip("/"),
         backoff_initial_s=co.number("backoff_initial_s", 1.0, lo=0.01),
         backoff_max_s=co.number("backoff_max_s", 300.0, lo=0.01),
         timeout_s=co.number("timeout_s", 10.0, lo=0.1),
@@ -373,13 +373,16 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> GatewayConfig:
     defaults = Rates()
     try:
         rates = Rates(
-            yield_apy_ppm=st.int("yield_apy_bp", defaults.yield_apy_ppm // 100) * 100,
+            yield_apy_ppm=st.integer("yield_apy_bp", defaults.yield_apy_ppm // 100) * 100,
             interval_s=market.interval_s,
-            tokens_per_kwh=st.int("tokens_per_wh", defaults.tokens_per_kwh // 1000) * 1000,
-            commission_ppm=st.int("pool_commission_bp", defaults.commission_ppm // 100, hi=10000)
+            tokens_per_kwh=st.integer("tokens_per_wh", defaults.tokens_per_kwh // 1000) * 1000,
+            commission_ppm=st.integer(
+                "pool_commission_bp", defaults.commission_ppm // 100, hi=10000
+            )
             * 100,
-            carbon_mg_per_kwh=st.int("carbon_mg_per_wh", defaults.carbon_mg_per_kwh // 1000) * 1000,
-            grid_fee_per_kwh=st.int("grid_fee_per_kwh", defaults.grid_fee_per_kwh),
+            carbon_mg_per_kwh=st.integer("carbon_mg_per_wh", defaults.carbon_mg_per_kwh // 1000)
+            * 1000,
+            grid_fee_per_kwh=st.integer("grid_fee_per_kwh", defaults.grid_fee_per_kwh),
         )
     except ValueError as err:
         raise ConfigError(str(err), key="settlement") from err

@@ -145,8 +145,15 @@ class GatewayService:
             asyncio.Queue()
         )
         self._busy = False
+        self._background: set[asyncio.Task[Any]] = set()
+        self.failure: BaseException | None = None
+        # One thread appends to the order log, one runs the ledger's transactions and queries:
+        # an order's fsync never waits behind an unrelated settlement's commit.
+        self._log_io = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="ngrid-orderlog"
+        )
         self._io = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="ngrid-disk"
+            max_workers=1, thread_name_prefix="ngrid-ledger"
         )
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
@@ -195,10 +202,31 @@ class GatewayService:
         return future
 
     async def disk(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run a ledger or order-log call on the disk thread (the only thread that touches them
-        while the service runs)."""
+        """Run a ledger call on the ledger thread (the only thread that touches the ledger
+        while the service runs; calls run in submission order)."""
         assert self._loop is not None
         return await self._loop.run_in_executor(self._io, functools.partial(fn, *args, **kwargs))
+
+    def _ledger_write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Queue a ledger transaction (in order, on the ledger thread) without waiting for it;
+        a failure stops the service (a restart recovers: the trade is voided)."""
+        assert self._loop is not None
+        future = self._loop.run_in_executor(self._io, functools.partial(fn, *args, **kwargs))
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.error("ledger_write_failed", extra={"fields": {"error": repr(f.exception())}})
+                self.failure = f.exception()
+                self.stop()
+
+        future.add_done_callback(done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("seal_failed", extra={"fields": {"error": repr(task.exception())}})
+            self.failure = task.exception()
+            self.stop()
 
     async def _effects(self) -> None:
         while True:
@@ -224,7 +252,8 @@ class GatewayService:
             r for effects in batches for e in effects if isinstance(e, Append) for r in e.records
         ]
         if records:
-            await self.disk(self.orderlog.append, records)
+            assert self._loop is not None
+            await self._loop.run_in_executor(self._log_io, self.orderlog.append, records)
         for effects in batches:
             for effect in effects:
                 if isinstance(effect, Publish):
@@ -237,16 +266,18 @@ class GatewayService:
                 elif isinstance(effect, Prove):
                     self._prove(effect)
                 elif isinstance(effect, Settle):
-                    await self.disk(
+                    self._ledger_write(
                         self.ledger.settle,
                         effect.record,
                         meter=effect.meter,
                         export_start_wh=effect.export_start_wh,
                     )
                 elif isinstance(effect, Deliver):
-                    await self.disk(self.ledger.record_delivery, effect.record)
+                    self._ledger_write(self.ledger.record_delivery, effect.record)
                 elif isinstance(effect, Seal):
-                    await self.seal(effect.reason)
+                    task = asyncio.create_task(self.seal(effect.reason))
+                    self._background.add(task)
+                    task.add_done_callback(self._background_done)
                 elif isinstance(effect, Note):
                     log.info(effect.event, extra={"fields": dict(effect.fields)})
 
@@ -360,7 +391,12 @@ class GatewayService:
         A command that fails (connection lost) is queued again and re-sent after reconnect."""
         inflight: set[asyncio.Task[None]] = set()
 
-        def sent(task: asyncio.Task[None], item: _Outgoing) -> None:
+        async def send(item: _Outgoing) -> None:
+            if item.started is not None:  # paho writes the packet in the first step below
+                self.lock_latency.append((time.perf_counter() - item.started) * 1000)
+            await self._client.publish(item.topic, item.payload, qos=1, retain=False)
+
+        def sent(item: _Outgoing, task: asyncio.Task[None]) -> None:
             inflight.discard(task)
             if not task.cancelled() and task.exception() is not None:
                 self.mqtt_connected.clear()
@@ -369,12 +405,9 @@ class GatewayService:
         while True:
             item = await self.outgoing.get()
             await self.mqtt_connected.wait()
-            coro = self._client.publish(item.topic, item.payload, qos=1, retain=False)
-            if item.started is not None:  # the packet is written by now
-                self.lock_latency.append((time.perf_counter() - item.started) * 1000)
-            task = asyncio.ensure_future(coro)
+            task = asyncio.create_task(send(item))
             inflight.add(task)
-            task.add_done_callback(lambda t, item=item: sent(t, item))
+            task.add_done_callback(functools.partial(sent, item))
 
     async def _ticker(self) -> None:
         while True:
@@ -457,7 +490,7 @@ class GatewayService:
 
     async def _broker(self) -> None:
         """``--embedded-broker``: an amqtt broker on the configured host/port (trials only)."""
-        from amqtt.broker import Broker
+        from amqtt.broker import Broker  # type: ignore[import-untyped]
 
         cfg = self.config.mqtt
         broker = Broker(
@@ -508,6 +541,8 @@ class GatewayService:
                 self.ready.set()
         finally:
             self.close()
+        if self.failure is not None:
+            raise GatewayError(f"stopped after a disk failure: {self.failure!r}")
 
     async def _stopper(self) -> None:
         await self.stop_event.wait()
@@ -517,6 +552,7 @@ class GatewayService:
             async with asyncio.timeout(5):
                 while not self._effect_queue.empty() or self._busy:
                     await asyncio.sleep(0.01)
+                await self.disk(lambda: None)  # the ledger thread has finished what was queued
         # Let queued commands go out briefly, then cancel the tasks.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2):
@@ -529,6 +565,7 @@ class GatewayService:
         self.stop_event.set()
 
     def close(self) -> None:
+        self._log_io.shutdown(wait=True)
         self._io.shutdown(wait=True)
         self.prover.close()
         with contextlib.suppress(Exception):
