@@ -9,10 +9,15 @@ the same functions (see ngmeter/runner.py). What it simulates:
 - ``SimBattery``: integer energy model. PV and load in W; the battery absorbs surplus and covers
   deficit within its capacity; while the lock output is on it also exports ``lock_export_w``.
   What the battery cannot take or give flows to the grid and becomes import/export pulses (Wh).
+- ``Trace``: PV and load over time (rows of t_s, pv_w, load_w, repeating), driving SimBattery.
 - ``FakeBroker``/``FakeClient``: an in-memory stand-in for an MQTT broker with umqtt.simple's
   client API (no network), for the VM tests.
+- ``BridgeClient``: umqtt.simple's client API over a line protocol to the host, which holds the
+  real MQTT connection (the VM has no sockets); see hil/virtual/meter.py.
 - ``SimHal``: the hal functions over those parts.
 """
+
+import json
 
 try:
     import time
@@ -87,6 +92,8 @@ class SimBattery:
         self.import_wh = 0
         self.export_wh = 0
         self.power_w = 0
+        self.trace = None
+        self.elapsed_ms = 0
 
     def soc_bp(self):
         return self.stored_wms * 10000 // (self.capacity_wh * WMS_PER_WH)
@@ -95,6 +102,9 @@ class SimBattery:
         """Run the model for ``ms`` milliseconds."""
         if ms <= 0:
             return
+        if self.trace is not None:
+            self.pv_w, self.load_w = self.trace.at(self.elapsed_ms // 1000)
+        self.elapsed_ms += ms
         want = self.pv_w - self.load_w - (self.lock_export_w if self.lock else 0)
         want = max(-self.max_w, min(self.max_w, want))  # battery W, + charging
         full = self.capacity_wh * WMS_PER_WH
@@ -112,6 +122,30 @@ class SimBattery:
         while self.grid_wms <= -WMS_PER_WH:
             self.grid_wms += WMS_PER_WH
             self.export_wh += 1
+
+
+class Trace:
+    """PV and load in W from ``rows`` [(t_s, pv_w, load_w)] sorted by t_s, repeating after
+    ``period_s`` (default: the last t_s plus the step before it)."""
+
+    def __init__(self, rows, period_s=None):
+        if not rows:
+            raise ValueError("trace has no rows")
+        self.rows = rows
+        if period_s is None:
+            step = rows[-1][0] - rows[-2][0] if len(rows) > 1 else 60
+            period_s = rows[-1][0] + max(step, 1)
+        self.period_s = period_s
+
+    def at(self, t_s):
+        """(pv_w, load_w) in force at ``t_s`` seconds from the start."""
+        t = t_s % self.period_s
+        pv, load = self.rows[0][1], self.rows[0][2]
+        for row in self.rows:
+            if row[0] > t:
+                break
+            pv, load = row[1], row[2]
+        return pv, load
 
 
 class FakeBroker:
@@ -179,6 +213,85 @@ class FakeClient:
 
     def ping(self):
         self._check()
+
+
+class BridgeClient:
+    """umqtt.simple's client API over ``send(line)``/``poll() -> line or None`` to the host.
+
+    The host (hil/virtual/meter.py) holds the real MQTT connection. Lines are JSON. To the
+    host: {"op": "connect"|"subscribe"|"publish"|"ping"|"close", ...}. From the host:
+    {"ev": "connected"}, {"ev": "lost", "error": str}, {"ev": "message", "topic", "payload"}.
+    connect() cannot wait for the broker's answer inside the VM, so it returns at once; a
+    failure arrives as "lost" and the next check_msg() or publish() raises OSError, which
+    sends the Runner into its reconnect backoff exactly as a dropped socket does on a board.
+    """
+
+    def __init__(self, send, poll, client_id, host, port, user, password, keepalive):
+        self.send = send
+        self.poll = poll
+        self.args = {
+            "client_id": client_id,
+            "host": host,
+            "port": port,
+            "user": user,
+            "password": password,
+            "keepalive": keepalive,
+        }
+        self.cb = None
+        self.will = None
+        self.lost = None
+        self.pending = []
+        self.sock = self  # Runner closes client.sock on errors
+
+    def _op(self, **fields):
+        if self.lost is not None:
+            raise OSError(self.lost)
+        self.send(json.dumps(fields))
+
+    def set_callback(self, cb):
+        self.cb = cb
+
+    def set_last_will(self, topic, msg, retain=False, qos=0):
+        self.will = [topic, msg.decode(), retain, qos]
+
+    def connect(self, clean_session=True):
+        self._op(op="connect", will=self.will, **self.args)
+
+    def subscribe(self, topic, qos=0):
+        self._op(op="subscribe", topic=topic, qos=qos)
+
+    def publish(self, topic, msg, retain=False, qos=0):
+        self._drain()
+        self._op(op="publish", topic=topic, payload=msg.decode(), retain=retain, qos=qos)
+
+    def ping(self):
+        self._op(op="ping")
+
+    def _drain(self):
+        # Read every line the host sent; messages wait in a bounded list (as in a socket
+        # buffer, the excess is lost); a lost connection raises.
+        while True:
+            line = self.poll()
+            if line is None:
+                break
+            ev = json.loads(line)
+            if ev["ev"] == "lost":
+                self.lost = ev.get("error", "connection lost")
+            elif ev["ev"] == "message" and len(self.pending) < 8:
+                self.pending.append(ev)
+        if self.lost is not None:
+            raise OSError(self.lost)
+
+    def check_msg(self):
+        self._drain()
+        if self.pending:
+            ev = self.pending.pop(0)
+            self.cb(ev["topic"].encode(), ev["payload"].encode())
+
+    def close(self):
+        if self.lost is None:
+            self.lost = "closed"
+            self.send(json.dumps({"op": "close"}))
 
 
 class SimHal:

@@ -1,0 +1,208 @@
+"""Virtual meters (CPython-hosted and in the MicroPython VM) against a real Mosquitto.
+
+The test plays the gateway: it reads the meter's telemetry, verifies it with edge.wire,
+sends a lock built with edge.wire and checks the authenticated ack and the delivery report.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edge import wire
+from hil.virtual.meter import SimSettings, VirtualMeter
+from hil.virtual.vm import vm_available
+from tests.brokers import Broker
+
+KEY = bytes(range(32, 64))
+
+
+def meter_config(broker: Broker, meter: str, gateway: str) -> dict[str, Any]:
+    return {
+        "device_id": meter,
+        "gateway_id": gateway,
+        "broker_host": broker.host,
+        "broker_port": broker.port,
+        "mac_key": KEY.hex(),
+        "capacity_wh": 10000,
+        "report_s": 1,
+        "persist_wh": 1,
+        "backoff_base_ms": 100,
+        "backoff_cap_ms": 1000,
+    }
+
+
+class Gateway:
+    """A test stand-in for the gateway's MQTT side: subscribes to one meter's topics."""
+
+    def __init__(self, broker: Broker, gateway: str, meter: str) -> None:
+        self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gw-{meter}")
+        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload, m.retain))
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(f"ngrid/{gateway}/{meter}/#", qos=1)
+        self.client.loop_start()
+        self.base = f"ngrid/{gateway}/{meter}"
+        self.meter = meter
+
+    def next(self, leaf: str, timeout: float = 20.0) -> tuple[bytes, bool]:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                topic, payload, retain = self.messages.get(timeout=left)
+            except queue.Empty:
+                break
+            if topic == f"{self.base}/{leaf}":
+                return payload, retain
+        raise AssertionError(f"no message on {leaf} within {timeout} s")
+
+    def parsed(self, leaf: str, kind: type, timeout: float = 20.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            payload, _ = self.next(leaf, max(0.1, deadline - time.monotonic()))
+            message = wire.parse_meter_message(payload, key=KEY, meter=self.meter)
+            if isinstance(message, kind):
+                return message
+
+    def send(self, payload: bytes) -> None:
+        self.client.publish(f"{self.base}/cmd", payload, qos=1, retain=False).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture(params=["cpython", "vm"])
+def mode(request: pytest.FixtureRequest) -> str:
+    if request.param == "vm" and not vm_available():
+        pytest.fail("the MicroPython VM is missing: run `npm ci` in the repository root")
+    return str(request.param)
+
+
+@pytest.fixture
+def gateway(mosquitto: Broker, topic_prefix: str) -> Iterator[Gateway]:
+    gw = Gateway(mosquitto, "gw-" + topic_prefix.rsplit("/", 1)[-1], "m-1")
+    yield gw
+    gw.close()
+
+
+def test_meter_reports_and_honours_a_lock(
+    mosquitto: Broker, gateway: Gateway, mode: str, tmp_path: Path
+) -> None:
+    gw_id = gateway.base.split("/")[1]
+    config = meter_config(mosquitto, "m-1", gw_id)
+    sim = SimSettings(soc_bp=8000, pv_w=0, load_w=0, lock_export_w=7200)
+    with VirtualMeter(config=config, flash=tmp_path / "flash", sim=sim, vm=mode == "vm") as vm:
+        status, _ = gateway.next("status")
+        assert status == b"online"
+        telemetry = gateway.parsed("state", wire.Telemetry)
+        assert telemetry.soc_bp == 8000 and telemetry.meter == "m-1"
+
+        now = int(time.time())
+        gateway.send(
+            wire.build_lock(
+                key=KEY,
+                meter="m-1",
+                seq=1,
+                ts=now,
+                exp=now + 30,
+                trade="t-1",
+                wh=500,
+                start=now,
+                end=now + 3,
+            )
+        )
+        ack = gateway.parsed("ack", wire.Ack)
+        assert (ack.ok, ack.reason, ack.cmd, ack.trade, ack.locked_wh) == (
+            True,
+            "ok",
+            1,
+            "t-1",
+            500,
+        )
+        locked = gateway.parsed("state", wire.Telemetry)
+        assert locked.locked_wh > 0
+        delivery = gateway.parsed("state", wire.Delivery, timeout=30)
+        assert delivery.trade == "t-1" and delivery.wh == 500
+        assert 0 < delivery.delivered_wh <= 500  # 7.2 kW for ~3 s is about 6 Wh
+
+        # A forged lock is refused, and says so.
+        forged = bytearray(
+            wire.build_lock(
+                key=bytes(32),
+                meter="m-1",
+                seq=2,
+                ts=now,
+                exp=now + 30,
+                trade="t-2",
+                wh=5,
+                start=now,
+                end=now + 60,
+            )
+        )
+        gateway.send(bytes(forged))
+        refusal = gateway.parsed("ack", wire.Ack)
+        assert (refusal.ok, refusal.reason) == (False, "bad_mac")
+        assert vm.error is None
+
+    # Stopped without a clean disconnect: the broker publishes the will.
+    assert gateway.next("status") == (b"offline", False)
+
+
+def test_cli_runs_a_virtual_meter(mosquitto: Broker, gateway: Gateway, tmp_path: Path) -> None:
+    gw_id = gateway.base.split("/")[1]
+    config = meter_config(mosquitto, "m-1", gw_id) | {"broker_port": 1}
+    path = tmp_path / "meter.json"
+    path.write_text(json.dumps(config))
+    trace = tmp_path / "trace.csv"
+    trace.write_text("t_s,pv_w,load_w\n0,3000,500\n60,0,800\n")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "neighbourgrid.cli",
+            "meter",
+            "virtual",
+            "--config",
+            str(path),
+            "--broker",
+            mosquitto.url,
+            "--trace",
+            str(trace),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        telemetry = gateway.parsed("state", wire.Telemetry)
+        assert telemetry.meter == "m-1" and telemetry.fw
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "meter m-1 (CPython)" in out
+
+
+def test_cli_names_the_bad_key(tmp_path: Path, mosquitto: Broker) -> None:
+    config = meter_config(mosquitto, "m-1", "gw") | {"mac_key": "abc"}
+    path = tmp_path / "meter.json"
+    path.write_text(json.dumps(config))
+    proc = subprocess.run(
+        [sys.executable, "-m", "neighbourgrid.cli", "meter", "virtual", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "ngrid: error: mac_key: must be 64 hex digits (a 32-byte key)"
