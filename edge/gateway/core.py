@@ -302,10 +302,15 @@ class GatewayCore:
         batched_log_seq: int,
         unbatched: int,
         now: int,
+        last_seq: Mapping[tuple[str, str], int] | None = None,
     ) -> tuple[GatewayCore, list[Effect]]:
         """Rebuild the state from the order log and the ledger; return it with the effects of
-        the restart rule (void every unsettled, unvoided trade; release its meter)."""
+        the restart rule (void every unsettled, unvoided trade; release its meter).
+
+        ``last_seq`` is the highest accepted seq per (meter, topic leaf) as last saved, so that
+        old messages stay refused as replays after a restart."""
         core = cls(config=config, codec=codec, now=now)
+        core.last_seq.update(last_seq or {})
         core.batched_log_seq = batched_log_seq
         for n, record in enumerate(log, start=1):
             body = {k: v for k, v in record.items() if k != "seq"}

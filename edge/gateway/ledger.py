@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -393,16 +393,33 @@ class Ledger:
 
     # ------------------------------------------------------------------ meta
 
+    def meter_seqs(self) -> dict[tuple[str, str], int]:
+        """The saved highest accepted seq per (meter, topic leaf)."""
+        out = {}
+        for key, value in self.db.execute("SELECT key, value FROM meta WHERE key LIKE 'seq:%'"):
+            _, meter, leaf = key.split(":", 2)
+            out[(meter, leaf)] = int(value)
+        return out
+
+    def save_meter_seqs(self, seqs: Mapping[tuple[str, str], int]) -> None:
+        self.set_meta([(f"seq:{meter}:{leaf}", str(seq)) for (meter, leaf), seq in seqs.items()])
+
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set_meta(self, items: Sequence[tuple[str, str]]) -> None:
-        self.db.executemany(
-            "INSERT INTO meta (key, value) VALUES (?,?) "
-            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-            items,
-        )
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(
+                "INSERT INTO meta (key, value) VALUES (?,?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                items,
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
 
 def _row(cur: sqlite3.Cursor, row: Sequence[Any]) -> dict[str, Any]:

@@ -63,6 +63,10 @@ __all__ = ["GatewayService", "JsonFormatter", "load_signing_key", "make_proof", 
 
 log = logging.getLogger("ngrid.gateway")
 
+#: How often the highest accepted seq per meter is saved (and at shutdown): after a crash, a
+#: replay of a message newer than the last save is refused only by the freshness window.
+SAVE_SEQS_S = 5.0
+
 
 class JsonFormatter(logging.Formatter):
     """Structured logs: one JSON object per line (``ts``, ``level``, ``event`` and fields)."""
@@ -139,6 +143,7 @@ class GatewayService:
             batched_log_seq=last.log_last if last else 0,
             unbatched=len(unbatched),
             now=now,
+            last_seq=self.ledger.meter_seqs(),
         )
         self.outgoing: asyncio.Queue[_Outgoing] = asyncio.Queue()
         self._effect_queue: asyncio.Queue[tuple[list[Effect], asyncio.Future[None]]] = (
@@ -410,9 +415,13 @@ class GatewayService:
             task.add_done_callback(functools.partial(sent, item))
 
     async def _ticker(self) -> None:
+        saved_at = time.monotonic()
         while True:
             await asyncio.sleep(self.tick_s)
             self.perform(self.core.tick(now=self.clock()))
+            if time.monotonic() - saved_at >= SAVE_SEQS_S:
+                saved_at = time.monotonic()
+                self._ledger_write(self.ledger.save_meter_seqs, dict(self.core.last_seq))
 
     async def _outbox(self) -> None:
         url = self.config.coordinator.url
@@ -569,6 +578,7 @@ class GatewayService:
         self._io.shutdown(wait=True)
         self.prover.close()
         with contextlib.suppress(Exception):
+            self.ledger.save_meter_seqs(self.core.last_seq)
             self.ledger.set_meta([("last_stop_ms", str(self.clock()))])
         self.ledger.close()
         self.orderlog.close()

@@ -414,3 +414,24 @@ def test_restart_voids_unsettled_trades_deterministically(config: GatewayConfig)
     assert [e.kind for e in of(effects, Publish)] == ["release"]
     assert restored.engine.is_voided("t2") and not restored.engine.is_voided("t1")
     assert restored.log_seq == len(full + log) + 1
+
+
+def test_saved_sequence_numbers_refuse_replays_after_restart(config: GatewayConfig) -> None:
+    core, _ = GatewayCore.restore(
+        config=config,
+        codec=WireCodec(),
+        log=[],
+        settled=set(),
+        locks=[],
+        batched_log_seq=0,
+        unbatched=0,
+        now=T0,
+        last_seq={("m-a", "state"): 40},
+    )
+    old = telemetry(KEY_A, "m-a", seq=40, ts=T0)  # fresh, but not above the saved seq
+    core.on_message(topic=f"{PREFIX}/m-a/state", payload=old, now=T0)
+    assert core.refusals == {"replay": 1}
+    core.on_message(
+        topic=f"{PREFIX}/m-a/state", payload=telemetry(KEY_A, "m-a", seq=41, ts=T0), now=T0
+    )
+    assert core.telemetry["m-a"].seq == 41

@@ -152,3 +152,11 @@ def test_delivery_and_batches(tmp_path: Path) -> None:
     assert ledger.outbox() == []
     last = ledger.last_batch()
     assert last is not None and last.log_last == 7 and last.uploaded_ts == 99
+
+
+def test_meter_sequence_numbers_are_saved(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    ledger.save_meter_seqs({("m-a", "state"): 7, ("m-a", "ack"): 9})
+    ledger.save_meter_seqs({("m-a", "state"): 8})
+    ledger.close()
+    assert Ledger(tmp_path / "l.sqlite3").meter_seqs() == {("m-a", "state"): 8, ("m-a", "ack"): 9}
