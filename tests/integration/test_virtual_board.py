@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import queue
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
+from edge import wire
 from hil.virtual.board import VirtualBoard
 from hil.virtual.firmware import DEVICE_DIR
+from hil.virtual.meter import SimSettings
 from hil.virtual.vm import vm_available
+from tests.brokers import Broker
 
 
 @pytest.fixture
@@ -79,3 +87,85 @@ def test_missing_files_raise_micropython_errnos(board: VirtualBoard, tmp_path: P
     mpremote(board, "fs", "cp", str(DEVICE_DIR / "main.py"), ":main.py")
     mpremote(board, "fs", "cp", ":main.py", str(copied))
     assert copied.read_bytes() == (DEVICE_DIR / "main.py").read_bytes()
+
+
+def test_board_runs_its_firmware_against_a_broker(tmp_path: Path, mosquitto: Broker) -> None:
+    """Installer flow on the virtual board: upload with mpremote, reset, the firmware reports
+    and honours a lock; a reset in the middle of the lock keeps it; mpremote interrupts it."""
+    if not vm_available():
+        pytest.fail("the MicroPython VM is missing: run `npm ci` in the repository root")
+    key = bytes(range(100, 132))
+    gateway = f"gw-{tmp_path.name[-8:]}".replace("_", "-")
+    config = {
+        "device_id": "m-7",
+        "gateway_id": gateway,
+        "broker_host": mosquitto.host,
+        "broker_port": mosquitto.port,
+        "mac_key": key.hex(),
+        "capacity_wh": 10000,
+        "report_s": 1,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    seen: queue.Queue[tuple[str, bytes]] = queue.Queue()
+    listener = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    listener.on_message = lambda c, u, m: seen.put((m.topic.rsplit("/", 1)[-1], m.payload))
+    listener.connect(mosquitto.host, mosquitto.port)
+    listener.subscribe(f"ngrid/{gateway}/m-7/#", qos=1)
+    listener.loop_start()
+
+    def wait_for(leaf: str, kind: type, timeout: float = 20.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                got_leaf, payload = seen.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if got_leaf == leaf:
+                if kind is bytes:
+                    return payload
+                message = wire.parse_meter_message(payload, key=key, meter="m-7")
+                if isinstance(message, kind):
+                    return message
+        raise AssertionError(f"no {kind.__name__} on {leaf}")
+
+    sim = SimSettings(soc_bp=9000, lock_export_w=3600)
+    try:
+        with VirtualBoard(root=tmp_path / "flash", sim=sim) as vboard:
+            sources = sorted(str(p) for p in (DEVICE_DIR / "ngmeter").glob("*.py"))
+            mpremote(vboard, "fs", "mkdir", "ngmeter")
+            mpremote(vboard, "fs", "cp", *sources, ":ngmeter/")
+            mpremote(vboard, "fs", "cp", str(DEVICE_DIR / "main.py"), ":main.py")
+            mpremote(vboard, "fs", "cp", str(tmp_path / "config.json"), ":config.json")
+            vboard.reset()
+            assert wait_for("status", bytes) == b"online"
+            assert wait_for("state", wire.Telemetry).soc_bp == 9000
+
+            now = int(time.time())
+            lock = wire.build_lock(
+                key=key,
+                meter="m-7",
+                seq=1,
+                ts=now,
+                exp=now + 60,
+                trade="t-1",
+                wh=50,
+                start=now,
+                end=now + 8,
+            )
+            listener.publish(f"ngrid/{gateway}/m-7/cmd", lock, qos=1)
+            assert wait_for("ack", wire.Ack).reason == "ok"
+
+            vboard.reset()  # mid-lock: the lock is on flash and comes back
+            state = json.loads((vboard.files / "state.json").read_text())
+            assert [lk[0] for lk in state["locks"]] == ["t-1"]
+            delivery = wait_for("state", wire.Delivery, timeout=30)
+            assert delivery.trade == "t-1" and 0 < delivery.delivered_wh <= 50
+
+            # mpremote interrupts the running firmware (Ctrl-C) and gets the REPL.
+            out = mpremote(vboard, "exec", "import os; print('state.json' in os.listdir())")
+            assert out.strip() == "True"
+            assert wait_for("status", bytes) == b"offline"  # the will, once the program stops
+            assert vboard.error is None
+    finally:
+        listener.loop_stop()
+        listener.disconnect()
