@@ -102,6 +102,8 @@ class Board:
             self._t = SerialTransport(port, baudrate=baudrate, timeout=1.0)
         except TransportError as err:  # lost a race with another program
             raise BoardBusyError(f"cannot open the port: {err}", port=port) from err
+        # A board that stops reading must not block a write forever (the pty/USB buffer fills).
+        self._t.serial.write_timeout = timeout
 
     def __enter__(self) -> Board:
         return self
@@ -181,7 +183,7 @@ class Board:
         """
         try:
             out, err = self._t.exec_raw(code, timeout=timeout or self.timeout)
-        except TransportError as terr:
+        except (TransportError, serial.SerialTimeoutException) as terr:
             raise ProvisionError(f"the board stopped answering: {terr}", port=self.port) from terr
         if err:
             last = err.decode("utf-8", "replace").strip().splitlines()[-1:]
@@ -239,8 +241,12 @@ class Board:
 
         try:
             self._t.fs_writefile(path, data, chunk_size=256, progress_callback=callback)
-        except TransportError as err:
-            raise ProvisionError(f"writing {path} failed: {err}", port=self.port) from err
+        except (TransportError, OSError) as err:  # OSError: the board's (ENOSPC ...) or serial
+            raise ProvisionError(
+                f"writing {path} failed ({err}): if the board's filesystem is full, re-run with "
+                "--image ... --erase; otherwise check the cable and re-run",
+                port=self.port,
+            ) from err
         if progress is not None and len(data) > sent:
             progress(len(data) - sent)
 

@@ -28,7 +28,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -149,11 +149,14 @@ def meter_config(
     capacity_wh: int,
     reserve_bp: int,
     wifi: WifiSettings | None,
+    settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The configuration file written to the board (``CONFIG_PATH``), as a dict for JSON.
 
     Keys are those of the firmware's schema (``device/ngmeter/config.py``), which rejects any
-    other; settings not given here take the firmware's documented defaults.
+    other; settings not given here take the firmware's documented defaults. ``settings`` adds
+    further firmware settings (``report_s``, ``hal`` pins ...); it may not override the identity,
+    broker or battery keys set here (ValueError).
     """
     config: dict[str, Any] = {
         "device_id": meter_id,
@@ -169,6 +172,10 @@ def meter_config(
     if wifi is not None:
         config["wifi_ssid"] = wifi.ssid
         config["wifi_password"] = wifi.password
+    clash = sorted(set(settings or {}) & set(config))
+    if clash:
+        raise ValueError(f"settings may not override {', '.join(clash)}")
+    config.update(settings or {})
     return config
 
 
@@ -228,6 +235,7 @@ def provision_meter(
     expect_chip: str | None = None,
     new_identity: bool = False,
     wifi: WifiSettings | None = None,
+    settings: Mapping[str, Any] | None = None,
     self_test: bool = True,
     now: datetime | None = None,
     by: str | None = None,
@@ -244,8 +252,9 @@ def provision_meter(
     ``files`` is the firmware (:func:`provisioning.board.firmware_files`); ``image`` a checked
     MicroPython image to flash first (:func:`provisioning.flash.check_image`), ``erase`` erases
     the whole flash before. ``expect_chip`` refuses a board of another family even without an
-    image. ``self_test`` runs :func:`provisioning.selftest.run_self_test` (False skips it,
-    recorded as "skipped").
+    image. ``settings``: further firmware settings for the configuration (see
+    :func:`meter_config`). ``self_test`` runs :func:`provisioning.selftest.run_self_test`
+    (False skips it, recorded as "skipped").
     ``lock`` serialises inventory writes between threads. Raises the
     :mod:`provisioning.errors` of each step; the inventory is written only at the very end, so
     a failed run leaves no record.
@@ -313,6 +322,7 @@ def provision_meter(
             capacity_wh=spec.capacity_wh,
             reserve_bp=spec.reserve_bp,
             wifi=wifi,
+            settings=settings,
         )
         config_bytes = (json.dumps(config, sort_keys=True) + "\n").encode()
         board.write_file_atomic(CONFIG_PATH, config_bytes)
