@@ -8,7 +8,7 @@
 # - import/export energy from two pulse inputs (S0 outputs of the energy meter, wh_per_pulse);
 # - a lock output pin (relay or the inverter's export-limit input), high while a lock runs;
 # - the hardware watchdog (machine.WDT); WiFi (network.WLAN) and NTP for the clock.
-import os
+import random
 import time
 
 import machine
@@ -76,7 +76,8 @@ def epoch():
 
 
 def random_below(n):
-    return int.from_bytes(os.urandom(4), "big") % n if n > 0 else 0
+    # The ESP32 port seeds random from its hardware RNG at boot.
+    return random.getrandbits(30) % n if n > 0 else 0
 
 
 def _read_registers(register, count):

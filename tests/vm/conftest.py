@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from hil.virtual.firmware import import_firmware
+from hil.virtual.firmware import DEVICE_DIR, import_firmware
 from hil.virtual.vm import flash_files, run_in_vm, vm_available
 
 SCENARIOS = Path(__file__).with_name("scenarios.py")
+FAKES = Path(__file__).with_name("fakes")
 STATE_FILES = ("config.json", "state.json", "state.tmp")  # what a reboot keeps
 
 
@@ -42,6 +43,16 @@ class VmBoard:
         result = run_in_vm(files=files, script=script)
         self._carry(result.files)
         return result.result
+
+    def run_with_hal(self, scenario: str, **kwargs: Any) -> Any:
+        """Run a scenario with device/hal.py and the stand-in hardware modules (fakes/)."""
+        extra = {str(p.relative_to(FAKES)): p.read_text() for p in sorted(FAKES.rglob("*.py"))}
+        saved = self.state
+        self.state = {**self.state, **extra, "hal.py": (DEVICE_DIR / "hal.py").read_text()}
+        try:
+            return self.run(scenario, **kwargs)
+        finally:
+            self.state = saved
 
     def run_loop(self, setup: str, count: int, step: str, finish: str, **kwargs: Any) -> Any:
         """``setup(**kwargs)`` once, ``step()`` count times (separate executions), ``finish()``."""

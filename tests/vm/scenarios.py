@@ -221,3 +221,70 @@ def config_errors(root, texts):
         except config.ConfigError as err:
             out.append([err.key or "", str(err)])
     return out
+
+
+def device_hal(root, cfg):
+    """device/hal.py over the stand-in machine/network/umqtt modules (tests/vm/fakes)."""
+    import hal
+    import machine
+    import network
+    import ntptime
+    from umqtt import simple
+
+    hal.init({"hal": {"debug": False}, "wifi_ssid": "home", "wifi_password": "pw"})
+    out = {"soc": hal.read_soc_bp(), "power": hal.read_power_w()}
+    machine.PINS[34].pulse(5)  # import pulses
+    machine.PINS[35].pulse(2)  # export pulses
+    out["pulses"] = list(hal.take_pulses())
+    out["pulses_again"] = list(hal.take_pulses())
+    out["irq_balanced"] = machine.IRQ_STATE["disabled"] == 0
+    hal.set_lock(True)
+    out["lock_pin"] = machine.PINS[2].value()
+    hal.set_lock(False)
+    out["lock_pin_off"] = machine.PINS[2].value()
+    hal.watchdog(30000)
+    hal.feed()
+    out["feeds"] = machine.WDT_FEEDS[0]
+    out["network_up"] = hal.network_up()
+    out["ntp_calls"] = ntptime.CALLS[0]
+    network.STATE["connected"] = False
+    out["network_down"] = hal.network_up()
+    out["wifi_connects"] = network.STATE["connect_calls"]
+    client = hal.mqtt_client("m-1", "10.0.0.2", 1883, "", "", 60)
+    out["mqtt_args"] = list(client.args)
+    out["mqtt_created"] = len(simple.CREATED)
+    out["epoch_is_unix"] = hal.epoch() > 1600000000
+    jitter = [hal.random_below(1000) for _ in range(20)]
+    out["jitter_in_range"] = all(0 <= j < 1000 for j in jitter) and len(set(jitter)) > 1
+    errors = []
+    machine.BMS["corrupt"] = True
+    try:
+        hal.read_soc_bp()
+    except ValueError as err:
+        errors.append(str(err))
+    machine.BMS["corrupt"] = False
+    machine.BMS["silent"] = True
+    try:
+        hal.read_soc_bp()
+    except OSError as err:
+        errors.append(str(err))
+    machine.BMS["silent"] = False
+    machine.BMS["registers"][0x0100] = 10001
+    try:
+        hal.read_soc_bp()
+    except ValueError as err:
+        errors.append(str(err))
+    out["errors"] = errors
+    return out
+
+
+def modbus_frames(root):
+    """Frames and CRCs from ngmeter.modbus for known Modbus RTU examples."""
+    from ngmeter import modbus
+
+    return {
+        "req_1_reg": modbus.read_request(1, 0, 1).hex(),
+        "req_10_regs": modbus.read_request(1, 0, 10).hex(),
+        "resp": modbus.parse_read_response(1, 1, bytes.fromhex("010302000179 84".replace(" ", ""))),
+        "signed": [modbus.signed16(0xF8D8), modbus.signed16(0x0100)],
+    }

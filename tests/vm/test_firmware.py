@@ -300,3 +300,27 @@ def test_ram_stays_bounded_under_a_command_stream(vm_board: VmBoard) -> None:
     assert result["handled"] == count and result["dropped"] == 0
     assert result["peak"] < 64 * 1024
     assert max(floor) - min(floor) < 4096  # no growth over the stream
+
+
+def test_modbus_rtu_frames_match_the_spec_examples(meter_board: Board) -> None:
+    got = meter_board.run("modbus_frames")
+    # Widely published Modbus RTU examples (function 0x03, unit 1).
+    assert got["req_1_reg"] == "010300000001840a"
+    assert got["req_10_regs"] == "01030000000ac5cd"
+    assert got["resp"] == [1]
+    assert got["signed"] == [-1832, 256]
+
+
+def test_device_hal_over_stand_in_hardware(vm_board: VmBoard) -> None:
+    """device/hal.py itself, in the VM, over tests/vm/fakes (machine, network, umqtt)."""
+    got = vm_board.run_with_hal("device_hal", cfg=CFG)
+    assert (got["soc"], got["power"]) == (7350, -1832)
+    assert got["pulses"] == [5, 2] and got["pulses_again"] == [0, 0]
+    assert got["irq_balanced"]
+    assert (got["lock_pin"], got["lock_pin_off"]) == (1, 0)
+    assert got["feeds"] == 1
+    assert got["network_up"] is True and got["ntp_calls"] == 1
+    assert got["network_down"] is False and got["wifi_connects"] == ["home"]
+    assert got["mqtt_args"] == ["m-1", "10.0.0.2", 1883, None, None, 60]
+    assert got["epoch_is_unix"] and got["jitter_in_range"]
+    assert got["errors"] == ["modbus: bad CRC", "BMS did not answer", "BMS reported SoC 10001 bp"]
