@@ -7,14 +7,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
+MARKET_STAMP := edge/market/_compiled.json
 
-.PHONY: demo test lint deps node mosquitto bench clean help
+.PHONY: demo test lint deps node mosquitto bench clean help market market-clean
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make demo   run the main job (ngrid simulate on its defaults)"
 	@echo "make test   lint, type-check, architecture contracts, then every test tier"
 	@echo "make bench  run the benchmarks in bench/ and print their figures"
+	@echo "make market compile the market core with mypyc (make deps does; market-clean undoes)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +24,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-deps: $(STAMP) node
+deps: $(STAMP) node $(MARKET_STAMP)
+
+# The market core compiled in place with mypyc (docs/market.md, "Compiled build"). Rebuilt when its
+# sources change; without a C compiler the build says so and the interpreted source runs.
+MARKET_SRC := $(addprefix edge/market/,events.py engine.py _native.py _build.py)
+$(MARKET_STAMP): $(STAMP) $(MARKET_SRC)
+	$(BIN)/python -P edge/market/_build.py
+
+market: $(STAMP)
+	$(BIN)/python -P edge/market/_build.py
+
+market-clean:
+	$(BIN)/python -P edge/market/_build.py --clean
 
 # The MicroPython VM (WebAssembly port) for the firmware tests, pinned in package-lock.json.
 node:
@@ -55,4 +69,5 @@ bench: deps
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache build/market-native
+	rm -f edge/market/*.so edge/market/_compiled.json

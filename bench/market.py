@@ -40,11 +40,14 @@ from bisect import insort
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.market import Engine, MarketParams, Order, ReferencePrice, Trade, replay
+import edge.market
+from edge.market import Order, Trade, is_compiled
+from edge.market._native import COMPILED_MODULES, _load_source
 
 Row = tuple[str, str, str, int, int, int]  # id, owner, side, wh, price, ts
 REFERENCE_PRICE = 230
@@ -137,30 +140,53 @@ class NaiveEngine:
         return trades
 
 
-def run_neighbourgrid(policy: str) -> Callable[[list[Row]], list[Trade]]:
-    params = MarketParams(policy=policy, max_matches=MAX_MATCHES)
+def interpreted_market() -> ModuleType:
+    """The market core's modules loaded from their sources, beside the compiled ones.
+
+    The ``engine`` module it returns has its own ``Order``, ``Engine``, ``replay`` … (from the
+    interpreted ``events``); ``sys.modules`` and the package are left pointing at the build that
+    ``import edge.market`` chose.
+    """
+    names = [f"edge.market.{name}" for name in COMPILED_MODULES]
+    saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
+    try:
+        for name in COMPILED_MODULES:
+            module = _load_source(name)
+    finally:
+        for full, original in saved.items():
+            sys.modules[full] = original
+            setattr(edge.market, full.rsplit(".", 1)[1], original)
+    return module  # engine, the last of COMPILED_MODULES
+
+
+def run_neighbourgrid(core: ModuleType, policy: str) -> Callable[[list[Row]], list[Trade]]:
+    params = core.MarketParams(policy=policy, max_matches=MAX_MATCHES)
+    order, reference_price, replay = core.Order, core.ReferencePrice, core.replay
 
     def events(rows: list[Row]) -> Iterator[Any]:
-        yield ReferencePrice(REFERENCE_PRICE, 0)
+        yield reference_price(REFERENCE_PRICE, 0)
         for row in rows:
-            yield Order(*row)
+            yield order(*row)
 
     def run(rows: list[Row]) -> list[Trade]:
-        return replay(events(rows), params)
+        trades: list[Trade] = replay(events(rows), params)
+        return trades
 
     return run
 
 
-def latency_neighbourgrid(policy: str) -> Callable[[list[Row]], list[int]]:
+def latency_neighbourgrid(core: ModuleType, policy: str) -> Callable[[list[Row]], list[int]]:
+    order = core.Order
+
     def run(rows: list[Row]) -> list[int]:
-        engine = Engine(params=MarketParams(policy=policy, max_matches=MAX_MATCHES))
-        engine.submit(ReferencePrice(REFERENCE_PRICE, 0))
+        engine = core.Engine(params=core.MarketParams(policy=policy, max_matches=MAX_MATCHES))
+        engine.submit(core.ReferencePrice(REFERENCE_PRICE, 0))
         submit = engine.submit
         clock = time.perf_counter_ns
         out = []
         for row in rows:
             t0 = clock()
-            submit(Order(*row))
+            submit(order(*row))
             out.append(clock() - t0)
         return out
 
@@ -291,20 +317,36 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = make_workload(args.orders, args.seed)
 
+    compiled = is_compiled()
+    ours = "neighbourgrid compiled" if compiled else "neighbourgrid"
     engines: dict[str, tuple[Callable[..., Any], Callable[..., Any], bool]] = {
         # name: (run, latency, pauses the GC itself)
-        "neighbourgrid": (
-            run_neighbourgrid("price-time"),
-            latency_neighbourgrid("price-time"),
+        ours: (
+            run_neighbourgrid(edge.market.engine, "price-time"),
+            latency_neighbourgrid(edge.market.engine, "price-time"),
             True,
         ),
-        "neighbourgrid value-time": (
-            run_neighbourgrid("value-time"),
-            latency_neighbourgrid("value-time"),
+        f"{ours} value-time": (
+            run_neighbourgrid(edge.market.engine, "value-time"),
+            latency_neighbourgrid(edge.market.engine, "value-time"),
             True,
         ),
-        "reference (naive sorted lists)": (run_reference, latency_reference, False),
     }
+    if compiled:
+        source = interpreted_market()
+        engines["neighbourgrid interpreted"] = (
+            run_neighbourgrid(source, "price-time"),
+            latency_neighbourgrid(source, "price-time"),
+            True,
+        )
+        engines["neighbourgrid interpreted value-time"] = (
+            run_neighbourgrid(source, "value-time"),
+            latency_neighbourgrid(source, "value-time"),
+            True,
+        )
+    else:
+        print("(the market core is not compiled: `make market` builds it; interpreted only)")
+    engines["reference (naive sorted lists)"] = (run_reference, latency_reference, False)
     peers = {"liquibook": liquibook_engine(), "lightmatchingengine": lme_engine()}
     for name, peer in peers.items():
         if peer is None:
@@ -334,34 +376,42 @@ def main(argv: list[str] | None = None) -> int:
         if pauses:
             best_nogc[name] = best[name]
 
-    ours = [t.to_json() for t in results["neighbourgrid"]]
-    same = ours == [t.to_json() for t in results["reference (naive sorted lists)"]]
+    ours_lines = [t.to_json() for t in results[ours]]
+    same = ours_lines == [t.to_json() for t in results["reference (naive sorted lists)"]]
     print(f"neighbourgrid's trades equal the reference engine's: {'yes' if same else 'NO'}")
-
+    if compiled:
+        for policy in ("", " value-time"):
+            interpreted = [t.to_json() for t in results[f"neighbourgrid interpreted{policy}"]]
+            agree = interpreted == [t.to_json() for t in results[f"{ours}{policy}"]]
+            print(
+                f"compiled and interpreted{policy or ' price-time'} trades identical: "
+                f"{'yes' if agree else 'NO'}"
+            )
+            same = same and agree
     header = (
-        f"{'engine':32} {'orders/s':>10} {'GC off':>10} {'p50 µs':>8} {'p99 µs':>8}"
+        f"{'engine':38} {'orders/s':>10} {'GC off':>10} {'p50 µs':>8} {'p99 µs':>8}"
         f" {'trades':>8}  {'ours vs it':>10}"
     )
     print(header)
     print("-" * len(header))
-    ours_rate = len(rows) / best["neighbourgrid"]
+    ours_rate = len(rows) / best[ours]
     for name, (_, latency, pauses) in engines.items():
         gc.collect()
         with gc_paused(pauses):
             samples = sorted(latency(rows))
         rate = len(rows) / best[name]
         rate_nogc = len(rows) / best_nogc[name]
-        ratio = "" if name == "neighbourgrid" else f"{ours_rate / rate:.2f}x"
+        ratio = "" if name == ours else f"{ours_rate / rate:.2f}x"
         print(
-            f"{name:32} {rate:>10,.0f} {rate_nogc:>10,.0f} {percentile(samples, 0.50):>8.2f}"
+            f"{name:38} {rate:>10,.0f} {rate_nogc:>10,.0f} {percentile(samples, 0.50):>8.2f}"
             f" {percentile(samples, 0.99):>8.2f} {len(results[name]):>8,}  {ratio:>10}"
         )
     print(
         "(trades: fills reported; liquibook and lightmatchingengine have no self-trade"
         " prevention, reference price or match bound, so their counts differ slightly)"
     )
-    mean_us = best["neighbourgrid"] / len(rows) * 1e6
-    print(f"neighbourgrid: {mean_us:.2f} µs of CPU per order on average through replay()")
+    mean_us = best[ours] / len(rows) * 1e6
+    print(f"{ours}: {mean_us:.2f} µs of CPU per order on average through replay()")
     return 0 if same else 1
 
 

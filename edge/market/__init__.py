@@ -2,7 +2,8 @@
 
 A pure state machine (no clock, randomness, floats or I/O): the same ordered event log gives the
 same trades, byte for byte, on any machine, so the coordinator verifies a gateway by replaying its
-log with this very package. See docs/market.md for the rules and formats.
+log with this very package. See docs/market.md for the rules and formats. ``make market`` compiles
+the engine with mypyc; the same source runs interpreted without it (:func:`is_compiled` says which).
 
 >>> from edge.market import Engine, MarketParams, Order
 >>> engine = Engine(params=MarketParams())
@@ -12,6 +13,7 @@ log with this very package. See docs/market.md for the rules and formats.
 ['{"buy":"b1","buyer":"bob","id":"t1","interval":0,"maker":"sell","price":300,"sell":"s1","seller":"alice","ts":2,"wh":200}']
 """
 
+from edge.market._native import is_compiled
 from edge.market.engine import (
     POLICIES,
     Engine,
@@ -71,6 +73,7 @@ __all__ = [
     "check_tiers",
     "encode_event",
     "event_to_dict",
+    "is_compiled",
     "iter_log",
     "parse_event",
     "parse_line",

@@ -39,9 +39,9 @@ from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from heapq import heapify, heappop, heappush, heapreplace
-from typing import Any, Final
+from typing import Any, Final, final
 
 from edge.market.errors import InvalidEvent, LogError
 from edge.market.events import (
@@ -75,8 +75,6 @@ POLICIES: Final = ("price-time", "value-time")
 SNAPSHOT_FORMAT: Final = "ngrid-market-snapshot"
 SNAPSHOT_VERSION: Final = 1
 
-# Fields of an internal order record (a list, for speed).
-_ID, _OWNER, _BUY, _PRICE, _REM, _SEQ, _INTERVAL, _WH, _TS, _STATUS, _EXCL = range(11)
 # Order statuses.
 _OPEN, _FILLED, _CANCELLED, _EXPIRED = 0, 1, 2, 3
 _STATUS_NAMES: Final = ("open", "filled", "cancelled", "expired")
@@ -107,7 +105,8 @@ class MarketParams:
             raise ValueError("max_matches must be a positive integer or None")
 
 
-@dataclass(frozen=True, slots=True)
+@final
+@dataclass(init=False, unsafe_hash=True, slots=True)
 class Trade:
     """One trade: ``wh`` watt-hours from ``seller`` (order ``sell``) to ``buyer`` (order ``buy``)
     at ``price`` ticks per kWh, for delivery ``interval``, caused by the event stamped ``ts``.
@@ -116,21 +115,65 @@ class Trade:
     (``"buy"`` or ``"sell"``) of the order that came first, whose price the trade takes (the
     resting order, for an incoming one); :attr:`maker_id` is its order id.
 
-    (The engine builds trades on its hot path as a :class:`_TradeBuilder`, a plain class with the
-    very same slots, and then turns them into ``Trade`` by assigning ``__class__``: a third of
-    the cost of the frozen ``__init__``. The result is an ordinary ``Trade`` in every respect.)
+    A dataclass with ``Final`` fields and a hand-written ``__init__``, like
+    :class:`~edge.market.events.Order` and for the same reason: mypyc compiles it into a native
+    class built in C (read-only fields at run time in that build; mypy refuses assignments in
+    any build).
     """
 
-    id: str
-    buy: str
-    sell: str
-    buyer: str
-    seller: str
-    wh: int
-    price: int
-    interval: int
-    ts: int
-    maker: str
+    id: Final[str]
+    buy: Final[str]
+    sell: Final[str]
+    buyer: Final[str]
+    seller: Final[str]
+    wh: Final[int]
+    price: Final[int]
+    interval: Final[int]
+    ts: Final[int]
+    maker: Final[str]
+
+    def __init__(
+        self,
+        id: str,
+        buy: str,
+        sell: str,
+        buyer: str,
+        seller: str,
+        wh: int,
+        price: int,
+        interval: int,
+        ts: int,
+        maker: str,
+    ) -> None:
+        self.id = id
+        self.buy = buy
+        self.sell = sell
+        self.buyer = buyer
+        self.seller = seller
+        self.wh = wh
+        self.price = price
+        self.interval = interval
+        self.ts = ts
+        self.maker = maker
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[Trade], tuple[str, str, str, str, str, int, int, int, int, str]]:
+        return (
+            Trade,
+            (
+                self.id,
+                self.buy,
+                self.sell,
+                self.buyer,
+                self.seller,
+                self.wh,
+                self.price,
+                self.interval,
+                self.ts,
+                self.maker,
+            ),
+        )
 
     @property
     def maker_id(self) -> str:
@@ -177,21 +220,54 @@ class Trade:
         )
 
 
-class _TradeBuilder:
-    """A mutable twin of :class:`Trade` (same slots, same layout) for building trades fast."""
+@final
+class _Rec:
+    """The engine's record of one order (mutable; never leaves the engine).
 
-    __slots__ = Trade.__slots__
+    ``buy`` is the side as a bool, ``rem`` the unfilled watt-hours, ``seq`` the order's position
+    among the log's orders (its time priority), ``status`` one of ``_OPEN`` … ``_EXPIRED``,
+    ``excl`` the ids of orders it must not match again (after a void), or ``None``.
+    """
 
-    id: str
-    buy: str
-    sell: str
-    buyer: str
-    seller: str
-    wh: int
-    price: int
-    interval: int
-    ts: int
-    maker: str
+    __slots__ = (
+        "buy",
+        "excl",
+        "id",
+        "interval",
+        "owner",
+        "price",
+        "rem",
+        "seq",
+        "status",
+        "ts",
+        "wh",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        owner: str,
+        buy: bool,
+        price: int,
+        rem: int,
+        seq: int,
+        interval: int,
+        wh: int,
+        ts: int,
+        status: int,
+        excl: set[str] | None,
+    ) -> None:
+        self.id = id
+        self.owner = owner
+        self.buy = buy
+        self.price = price
+        self.rem = rem
+        self.seq = seq
+        self.interval = interval
+        self.wh = wh
+        self.ts = ts
+        self.status = status
+        self.excl = excl
 
 
 @dataclass(frozen=True)
@@ -239,7 +315,7 @@ class Reservation:
     ts: int
 
     def to_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["blocks"] = list(self.blocks)
         out["kind"] = "reservation"
         return out
@@ -270,7 +346,7 @@ class Engine:
         self._seq = 0
         self._tseq = 0
         self._rseq = 0
-        self._orders: dict[str, list[Any]] = {}
+        self._orders: dict[str, _Rec] = {}
         self._books: dict[int, list[Any]] = {}
         self._closed: set[int] = set()
         self._trades: list[Trade] = []  # trade n is self._trades[n - 1]
@@ -315,7 +391,7 @@ class Engine:
     def best_price(self, interval: int, side: str) -> int | None:
         """The best resting price of one side of an interval's book, or ``None``."""
         resting = self._resting(interval, side == "buy")
-        return resting[0][_PRICE] if resting else None
+        return resting[0].price if resting else None
 
     def trade(self, trade_id: str) -> Trade | None:
         return self._trade_or_none(trade_id)
@@ -343,16 +419,16 @@ class Engine:
     def reservations(self) -> list[Reservation]:
         return list(self._reservations)
 
-    def _resting(self, interval: int, is_buy: bool) -> list[list[Any]]:
+    def _resting(self, interval: int, is_buy: bool) -> list[_Rec]:
         book = self._books.get(interval)
         if book is None:
             return []
         keys, levels = (book[0], book[1]) if is_buy else (book[2], book[3])
-        out: list[list[Any]] = []
+        out: list[_Rec] = []
         for key in keys:
             level = levels[key]
             orders = [entry[2] for entry in sorted(level)] if self._vt else list(level)
-            out.extend(o for o in orders if o[_STATUS] == _OPEN)
+            out.extend(o for o in orders if o.status == _OPEN)
         return out
 
     # ------------------------------------------------------------------ events
@@ -447,11 +523,12 @@ class Engine:
             sides = self._books[interval] = _new_book()
         seq = self._seq = self._seq + 1
         is_buy = side == "buy"
-        o: list[Any] = [oid, owner, is_buy, price, wh, seq, interval, wh, ts, _OPEN, None]
+        o = _Rec(oid, owner, is_buy, price, wh, seq, interval, wh, ts, _OPEN, None)
         orders[oid] = o
         trades: list[Trade] = []
         # Does it cross at all? (The common "no" is decided here, without a call.)
         ref = self._ref
+        okeys: list[int]
         if is_buy:
             okeys = sides[2]
             bound = price if price >= ref else 0  # blocked: 0 crosses no sell (prices > 0)
@@ -468,7 +545,9 @@ class Engine:
                     self._match_value_time(o, okeys, sides[1], bound, ts, trades)
                 else:
                     self._match(o, okeys, sides[1], bound, ts, trades)
-        if o[_REM]:  # the remainder rests
+        if o.rem:  # the remainder rests
+            keys: list[int]
+            levels: dict[int, Any]
             if is_buy:
                 keys = sides[0]
                 levels = sides[1]
@@ -480,10 +559,10 @@ class Engine:
             level = levels.get(key)
             if self._vt:
                 if level is None:
-                    levels[key] = [(-o[_REM], seq, o)]
+                    levels[key] = [(-o.rem, seq, o)]
                     insort(keys, key)
                 else:
-                    heappush(level, (-o[_REM], seq, o))
+                    heappush(level, (-o.rem, seq, o))
             elif level is None:
                 levels[key] = deque((o,))
                 insort(keys, key)
@@ -491,18 +570,18 @@ class Engine:
                 level.append(o)
         return trades
 
-    def _take(self, o: list[Any], sides: list[Any], ts: int, trades: list[Trade]) -> None:
+    def _take(self, o: _Rec, sides: list[Any], ts: int, trades: list[Trade]) -> None:
         """Match order ``o`` as the aggressor against the opposite side of its book.
 
         Walks the opposite price levels best first while they cross, skipping the owner's own
         orders and excluded counterparts, until ``o`` is filled or has made ``max_matches``
-        trades. Updates ``o[_REM]`` and ``o[_STATUS]`` if it fills (the caller rests an incoming
+        trades. Updates ``o.rem`` and ``o.status`` if it fills (the caller rests an incoming
         remainder). Each trade takes the price of whichever order came first. A buy below the
         reference price takes nothing; a sell takes only buys at or above it.
         """
-        price = o[_PRICE]
+        price = o.price
         ref = self._ref
-        if o[_BUY]:
+        if o.buy:
             if price < ref:
                 return
             okeys, olevels, bound = sides[2], sides[3], price
@@ -516,7 +595,7 @@ class Engine:
 
     def _match(
         self,
-        o: list[Any],
+        o: _Rec,
         okeys: list[int],
         olevels: dict[int, Any],
         bound: int,
@@ -527,18 +606,17 @@ class Engine:
 
         Written out (no helper calls per trade) because it runs for most incoming orders.
         """
-        is_buy = o[_BUY]
-        price = o[_PRICE]
-        oid = o[_ID]
-        owner = o[_OWNER]
-        oseq = o[_SEQ]
-        interval = o[_INTERVAL]
-        excl = o[_EXCL]
+        is_buy = o.buy
+        price = o.price
+        oid = o.id
+        owner = o.owner
+        oseq = o.seq
+        interval = o.interval
+        excl = o.excl
         limit = self._limit
-        registry = self._trades.append
-        append = trades.append
+        registry = self._trades
         tseq = self._tseq
-        rem = o[_REM]
+        rem = o.rem
         nmatch = 0
         j = 0
         nkeys = len(okeys)
@@ -546,55 +624,44 @@ class Engine:
             key = okeys[j]
             if key > bound:
                 break
-            level = olevels[key]
-            skipped: list[Any] | None = None
+            level: deque[_Rec] = olevels[key]
+            skipped: list[_Rec] | None = None
             while level:
                 mk = level[0]
-                if mk[_STATUS]:  # not _OPEN: cancelled, dropped lazily here
+                if mk.status:  # not _OPEN: cancelled, dropped lazily here
                     level.popleft()
                     continue
-                if mk[_OWNER] == owner or (excl is not None and mk[_ID] in excl):
+                if mk.owner == owner or (excl is not None and mk.id in excl):
                     if skipped is None:
                         skipped = []
                     skipped.append(level.popleft())
                     continue
-                q = mk[_REM]
+                q = mk.rem
                 if q > rem:
                     q = rem
                 tseq += 1
-                tid = f"t{tseq}"
-                if mk[_SEQ] < oseq:
-                    tprice = mk[_PRICE]
+                if mk.seq < oseq:
+                    tprice = mk.price
                     maker = "sell" if is_buy else "buy"
                 else:
                     tprice = price
                     maker = "buy" if is_buy else "sell"
-                t = _TradeBuilder()
-                t.id = tid
                 if is_buy:
-                    t.buy = oid
-                    t.sell = mk[_ID]
-                    t.buyer = owner
-                    t.seller = mk[_OWNER]
+                    t = Trade(
+                        f"t{tseq}", oid, mk.id, owner, mk.owner, q, tprice, interval, ts, maker
+                    )
                 else:
-                    t.buy = mk[_ID]
-                    t.sell = oid
-                    t.buyer = mk[_OWNER]
-                    t.seller = owner
-                t.wh = q
-                t.price = tprice
-                t.interval = interval
-                t.ts = ts
-                t.maker = maker
-                t.__class__ = Trade  # type: ignore[assignment]
-                append(t)  # type: ignore[arg-type]
-                registry(t)  # type: ignore[arg-type]
+                    t = Trade(
+                        f"t{tseq}", mk.id, oid, mk.owner, owner, q, tprice, interval, ts, maker
+                    )
+                trades.append(t)
+                registry.append(t)
                 rem -= q
                 nmatch += 1
-                left = mk[_REM] - q
-                mk[_REM] = left
+                left = mk.rem - q
+                mk.rem = left
                 if not left:
-                    mk[_STATUS] = _FILLED
+                    mk.status = _FILLED
                     level.popleft()
                 if not rem or nmatch >= limit:
                     break
@@ -609,13 +676,13 @@ class Engine:
             if not rem or nmatch >= limit:
                 break
         self._tseq = tseq
-        o[_REM] = rem
+        o.rem = rem
         if not rem:
-            o[_STATUS] = _FILLED
+            o.status = _FILLED
 
     def _match_value_time(
         self,
-        o: list[Any],
+        o: _Rec,
         okeys: list[int],
         olevels: dict[int, Any],
         bound: int,
@@ -623,10 +690,10 @@ class Engine:
         trades: list[Trade],
     ) -> None:
         """:meth:`_match` for value-time levels: heaps of ``(-remaining, seq, order)``."""
-        owner = o[_OWNER]
-        excl = o[_EXCL]
+        owner = o.owner
+        excl = o.excl
         limit = self._limit
-        rem = o[_REM]
+        rem = o.rem
         nmatch = 0
         j = 0
         while j < len(okeys):
@@ -637,24 +704,24 @@ class Engine:
             skipped: list[Any] = []
             while level:
                 mk = level[0][2]
-                if mk[_STATUS]:
+                if mk.status:
                     heappop(level)
                     continue
-                if mk[_OWNER] == owner or (excl is not None and mk[_ID] in excl):
+                if mk.owner == owner or (excl is not None and mk.id in excl):
                     skipped.append(heappop(level))
                     continue
-                q = mk[_REM]
+                q = mk.rem
                 if q > rem:
                     q = rem
                 trades.append(self._trade(o, mk, q, ts))
                 rem -= q
                 nmatch += 1
-                left = mk[_REM] - q
-                mk[_REM] = left
+                left = mk.rem - q
+                mk.rem = left
                 if left:
-                    heapreplace(level, (-left, mk[_SEQ], mk))
+                    heapreplace(level, (-left, mk.seq, mk))
                 else:
-                    mk[_STATUS] = _FILLED
+                    mk.status = _FILLED
                     heappop(level)
                 if not rem or nmatch >= limit:
                     break
@@ -667,29 +734,29 @@ class Engine:
                 del okeys[j]
             if not rem or nmatch >= limit:
                 break
-        o[_REM] = rem
+        o.rem = rem
         if not rem:
-            o[_STATUS] = _FILLED
+            o.status = _FILLED
 
-    def _trade(self, o: list[Any], mk: list[Any], q: int, ts: int) -> Trade:
+    def _trade(self, o: _Rec, mk: _Rec, q: int, ts: int) -> Trade:
         """Record a trade of ``q`` between aggressor ``o`` and resting ``mk``."""
         self._tseq += 1
-        first = mk if mk[_SEQ] < o[_SEQ] else o
-        buy, sell = (o, mk) if o[_BUY] else (mk, o)
-        t = _TradeBuilder()
-        t.id = f"t{self._tseq}"
-        t.buy = buy[_ID]
-        t.sell = sell[_ID]
-        t.buyer = buy[_OWNER]
-        t.seller = sell[_OWNER]
-        t.wh = q
-        t.price = first[_PRICE]
-        t.interval = o[_INTERVAL]
-        t.ts = ts
-        t.maker = "buy" if first[_BUY] else "sell"
-        t.__class__ = Trade  # type: ignore[assignment]
-        self._trades.append(t)  # type: ignore[arg-type]
-        return t  # type: ignore[return-value]
+        first = mk if mk.seq < o.seq else o
+        buy, sell = (o, mk) if o.buy else (mk, o)
+        t = Trade(
+            f"t{self._tseq}",
+            buy.id,
+            sell.id,
+            buy.owner,
+            sell.owner,
+            q,
+            first.price,
+            o.interval,
+            ts,
+            "buy" if first.buy else "sell",
+        )
+        self._trades.append(t)
+        return t
 
     def _cancel(self, ev: Cancel) -> None:
         offer = self._offers.get(ev.id)
@@ -697,26 +764,26 @@ class Engine:
             offer[_OFFER_ACTIVE] = False
             return
         o = self._orders[ev.id]
-        if o[_STATUS] != _OPEN:
+        if o.status != _OPEN:
             return
-        o[_STATUS] = _CANCELLED
+        o.status = _CANCELLED
         self._drop_dead_front(o)
 
-    def _drop_dead_front(self, o: list[Any]) -> None:
+    def _drop_dead_front(self, o: _Rec) -> None:
         """Keep the head of ``o``'s level live (and drop the level if nothing live is left)."""
-        book = self._books[o[_INTERVAL]]
-        own = 0 if o[_BUY] else 2
-        key = -o[_PRICE] if o[_BUY] else o[_PRICE]
+        book = self._books[o.interval]
+        own = 0 if o.buy else 2
+        key = -o.price if o.buy else o.price
         keys = book[own]
         levels = book[own + 1]
         level = levels.get(key)
         if level is None:
             return
         if self._vt:
-            while level and level[0][2][_STATUS] != _OPEN:
+            while level and level[0][2].status != _OPEN:
                 heappop(level)
         else:
-            while level and level[0][_STATUS] != _OPEN:
+            while level and level[0].status != _OPEN:
                 level.popleft()
         if not level:
             del levels[key]
@@ -735,28 +802,28 @@ class Engine:
             if not sides[2]:
                 continue
             # Buys with new <= price < old were blocked and are not any more; best first.
-            unblocked = [o for o in self._resting(interval, True) if new <= o[_PRICE] < old]
+            unblocked = [o for o in self._resting(interval, True) if new <= o.price < old]
             for o in unblocked:
-                if o[_STATUS] == _OPEN:
+                if o.status == _OPEN:
                     self._retake(o, book, ev.ts, trades)
         return trades
 
-    def _retake(self, o: list[Any], book: list[Any], ts: int, trades: list[Trade]) -> None:
+    def _retake(self, o: _Rec, book: list[Any], ts: int, trades: list[Trade]) -> None:
         """Let a resting order ``o`` take from the opposite side, then fix its own level."""
-        before = o[_REM]
+        before = o.rem
         self._take(o, book, ts, trades)
-        if o[_REM] == before:
+        if o.rem == before:
             return
-        if o[_STATUS] != _OPEN:
+        if o.status != _OPEN:
             self._remove(o)
         elif self._vt:
             self._rebuild_level(o)
 
-    def _remove(self, o: list[Any]) -> None:
+    def _remove(self, o: _Rec) -> None:
         """Take a filled order out of its level at once (a void may bring it back)."""
-        book = self._books[o[_INTERVAL]]
-        own = 0 if o[_BUY] else 2
-        key = -o[_PRICE] if o[_BUY] else o[_PRICE]
+        book = self._books[o.interval]
+        own = 0 if o.buy else 2
+        key = -o.price if o.buy else o.price
         levels = book[own + 1]
         level = levels.get(key)
         if level is None:
@@ -770,15 +837,15 @@ class Engine:
             level.extend(kept)
         self._drop_dead_front(o)
 
-    def _rebuild_level(self, o: list[Any]) -> None:
+    def _rebuild_level(self, o: _Rec) -> None:
         """Re-key a value-time level after the remaining of an order in it changed."""
-        book = self._books[o[_INTERVAL]]
-        own = 0 if o[_BUY] else 2
-        key = -o[_PRICE] if o[_BUY] else o[_PRICE]
+        book = self._books[o.interval]
+        own = 0 if o.buy else 2
+        key = -o.price if o.buy else o.price
         level = book[own + 1].get(key)
         if level is None:
             return
-        live = [(-x[_REM], x[_SEQ], x) for _, _, x in level if x[_STATUS] == _OPEN]
+        live = [(-x.rem, x.seq, x) for _, _, x in level if x.status == _OPEN]
         heapify(live)
         level[:] = live
 
@@ -791,8 +858,8 @@ class Engine:
             for level in levels.values():
                 for item in level:
                     o = item[2] if self._vt else item
-                    if o[_STATUS] == _OPEN:
-                        o[_STATUS] = _EXPIRED
+                    if o.status == _OPEN:
+                        o.status = _EXPIRED
 
     def _void(self, ev: Void) -> list[Trade]:
         t = self._trades[int(ev.trade[1:]) - 1]
@@ -800,41 +867,41 @@ class Engine:
         buy = self._orders[t.buy]
         sell = self._orders[t.sell]
         for o, other in ((buy, sell), (sell, buy)):
-            o[_REM] += t.wh
-            if o[_EXCL] is None:
-                o[_EXCL] = set()
-            o[_EXCL].add(other[_ID])
-            status = o[_STATUS]
+            o.rem += t.wh
+            if o.excl is None:
+                o.excl = set()
+            o.excl.add(other.id)
+            status = o.status
             if status == _FILLED:
-                if o[_INTERVAL] in self._closed:
-                    o[_STATUS] = _EXPIRED
+                if o.interval in self._closed:
+                    o.status = _EXPIRED
                 else:
-                    o[_STATUS] = _OPEN
+                    o.status = _OPEN
                     self._reinsert(o)
             elif status == _OPEN and self._vt:
                 self._rebuild_level(o)
         trades: list[Trade] = []
-        for o in sorted((buy, sell), key=lambda x: x[_SEQ]):
-            if o[_STATUS] == _OPEN:
-                self._retake(o, self._books[o[_INTERVAL]], ev.ts, trades)
+        for o in sorted((buy, sell), key=lambda x: x.seq):
+            if o.status == _OPEN:
+                self._retake(o, self._books[o.interval], ev.ts, trades)
         return trades
 
-    def _reinsert(self, o: list[Any]) -> None:
+    def _reinsert(self, o: _Rec) -> None:
         """Put a previously filled order back at its original (time) position."""
-        book = self._books.get(o[_INTERVAL])
+        book = self._books.get(o.interval)
         if book is None:
-            book = self._books[o[_INTERVAL]] = _new_book()
-        own = 0 if o[_BUY] else 2
-        key = -o[_PRICE] if o[_BUY] else o[_PRICE]
+            book = self._books[o.interval] = _new_book()
+        own = 0 if o.buy else 2
+        key = -o.price if o.buy else o.price
         levels = book[own + 1]
         level = levels.get(key)
         if level is None:
             level = levels[key] = [] if self._vt else deque()
             insort(book[own], key)
         if self._vt:
-            heappush(level, (-o[_REM], o[_SEQ], o))
+            heappush(level, (-o.rem, o.seq, o))
         else:
-            level.insert(bisect_left(level, o[_SEQ], key=lambda x: x[_SEQ]), o)
+            level.insert(bisect_left(level, o.seq, key=lambda x: x.seq), o)
 
     def _offer(self, ev: Offer) -> None:
         self._offers[ev.id] = [
@@ -900,17 +967,17 @@ class Engine:
         """
         orders = [
             [
-                o[_ID],
-                o[_OWNER],
-                "buy" if o[_BUY] else "sell",
-                o[_WH],
-                o[_PRICE],
-                o[_TS],
-                o[_INTERVAL],
-                o[_SEQ],
-                o[_REM],
-                _STATUS_NAMES[o[_STATUS]],
-                sorted(o[_EXCL]) if o[_EXCL] else [],
+                o.id,
+                o.owner,
+                "buy" if o.buy else "sell",
+                o.wh,
+                o.price,
+                o.ts,
+                o.interval,
+                o.seq,
+                o.rem,
+                _STATUS_NAMES[o.status],
+                sorted(o.excl) if o.excl else [],
             ]
             for o in self._orders.values()
         ]
@@ -976,7 +1043,7 @@ class Engine:
         engine._closed = set(state["closed"])
         for row in state["orders"]:
             oid, owner, side, wh, price, ts, interval, seq, rem, status, excl = row
-            o = [
+            o = _Rec(
                 oid,
                 owner,
                 side == "buy",
@@ -988,14 +1055,14 @@ class Engine:
                 ts,
                 _STATUS_CODES[status],
                 set(excl) if excl else None,
-            ]
+            )
             engine._orders[oid] = o
             if interval not in engine._closed and interval not in engine._books:
                 engine._books[interval] = _new_book()
-            if o[_STATUS] == _OPEN:
+            if o.status == _OPEN:
                 sides = engine._books[interval]
-                own = 0 if o[_BUY] else 2
-                key = -price if o[_BUY] else price
+                own = 0 if o.buy else 2
+                key = -price if o.buy else price
                 level = sides[own + 1].get(key)
                 if level is None:
                     level = sides[own + 1][key] = [] if engine._vt else deque()
@@ -1057,18 +1124,18 @@ class Engine:
 ) = range(9)
 
 
-def _state(o: list[Any]) -> OrderState:
+def _state(o: _Rec) -> OrderState:
     return OrderState(
-        id=o[_ID],
-        owner=o[_OWNER],
-        side="buy" if o[_BUY] else "sell",
-        wh=o[_WH],
-        price=o[_PRICE],
-        ts=o[_TS],
-        interval=o[_INTERVAL],
-        seq=o[_SEQ],
-        remaining=o[_REM],
-        status=_STATUS_NAMES[o[_STATUS]],
+        id=o.id,
+        owner=o.owner,
+        side="buy" if o.buy else "sell",
+        wh=o.wh,
+        price=o.price,
+        ts=o.ts,
+        interval=o.interval,
+        seq=o.seq,
+        remaining=o.rem,
+        status=_STATUS_NAMES[o.status],
     )
 
 
@@ -1079,16 +1146,13 @@ def replay(events: Iterable[Event], params: MarketParams | None = None) -> list[
     :class:`InvalidEvent`.
     """
     engine = Engine(params=params)
-    submit = engine.submit
-    submit_order = engine._submit_order
     trades: list[Trade] = []
-    extend = trades.extend
     with _gc_paused():
         for event in events:
-            if type(event) is Order:
-                extend(submit_order(event))
+            if isinstance(event, Order):
+                trades.extend(engine._submit_order(event))
             else:
-                extend(submit(event))
+                trades.extend(engine.submit(event))
     return trades
 
 

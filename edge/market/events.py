@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, final
 
 from edge.market.errors import InvalidEvent, LogError
 from edge.market.tiers import check_tiers
@@ -47,58 +47,43 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True, init=False)
+@final
+@dataclass(init=False, unsafe_hash=True, slots=True)
 class Order:
     """A limit order for ``wh`` watt-hours at ``price`` ticks per kWh, for delivery ``interval``.
 
-    Orders are built on the hot path, so construction is done in ``__new__``: the fields are set
-    on a mutable twin with the same slots (:class:`_OrderBuilder`), which then becomes an
-    ``Order`` by assigning ``__class__``, at a fraction of the cost of a frozen ``__init__``.
-    The result is an ordinary frozen dataclass instance (equality, hashing, ``replace``, copy and
-    pickle work). The constructor does not validate; :meth:`edge.market.Engine.submit` does.
+    ``Order(id, owner, side, wh, price, ts, interval=0)``, positional or by keyword. A dataclass
+    (equality and hashing by fields, ``repr``, ``dataclasses.replace``, copy and pickle) whose
+    fields are ``Final``: mypy refuses any assignment, and in the compiled build (mypyc, see
+    docs/market.md) the fields are read-only at run time too (``AttributeError``); interpreted,
+    Python does not enforce ``Final``. It is not ``frozen=True`` because orders are built on the
+    hot path: mypyc compiles this hand-written ``__init__`` to C, while a frozen dataclass's
+    generated one stays interpreted. The constructor does not validate;
+    :meth:`edge.market.Engine.submit` does.
     """
 
-    id: str
-    owner: str
-    side: str
-    wh: int
-    price: int
-    ts: int
-    interval: int = 0
+    id: Final[str]
+    owner: Final[str]
+    side: Final[str]
+    wh: Final[int]
+    price: Final[int]
+    ts: Final[int]
+    interval: Final[int]
 
-    def __new__(
-        cls, id: str, owner: str, side: str, wh: int, price: int, ts: int, interval: int = 0
-    ) -> Order:
-        b = _OrderBuilder()
-        b.id = id
-        b.owner = owner
-        b.side = side
-        b.wh = wh
-        b.price = price
-        b.ts = ts
-        b.interval = interval
-        b.__class__ = Order  # type: ignore[assignment]
-        return b  # type: ignore[return-value]
+    def __init__(
+        self, id: str, owner: str, side: str, wh: int, price: int, ts: int, interval: int = 0
+    ) -> None:
+        self.id = id
+        self.owner = owner
+        self.side = side
+        self.wh = wh
+        self.price = price
+        self.ts = ts
+        self.interval = interval
 
-    def __reduce__(self) -> tuple[type[Order], tuple[Any, ...]]:
-        return (
-            Order,
-            (self.id, self.owner, self.side, self.wh, self.price, self.ts, self.interval),
-        )
-
-
-class _OrderBuilder:
-    """A mutable twin of :class:`Order` (same slots, same layout)."""
-
-    __slots__ = Order.__slots__
-
-    id: str
-    owner: str
-    side: str
-    wh: int
-    price: int
-    ts: int
-    interval: int
+    def __reduce__(self) -> tuple[type[Order], tuple[str, str, str, int, int, int, int]]:
+        fields = (self.id, self.owner, self.side, self.wh, self.price, self.ts, self.interval)
+        return (Order, fields)
 
 
 @dataclass(frozen=True)
@@ -251,15 +236,24 @@ def validate_event(event: Event) -> None:
     if op is None:
         raise InvalidEvent(f"not a market event: {type(event).__name__}")
     _, required, _ = _SCHEMA[op]
-    for name in required:
-        value = getattr(event, name)
+    _check_values(op, {name: getattr(event, name) for name in required})
+    _check_relations(event)
+
+
+def _check_values(op: str, values: dict[str, Any]) -> None:
+    """Check the fields of an ``op`` event, given as a dict, each on its own."""
+    for name, value in values.items():
         if name == "price":
-            low_ok = value >= 0 if op == "reference_price" else value > 0
-            if not _is_int(value) or not low_ok:
+            low_ok = _is_int(value) and (value >= 0 if op == "reference_price" else value > 0)
+            if not low_ok:
                 kind = "non-negative" if op == "reference_price" else "positive"
                 raise InvalidEvent(f"must be a {kind} integer", field="price")
         else:
             _check_field(name, value)
+
+
+def _check_relations(event: Event) -> None:
+    """Check what involves more than one field (an offer's tiers and its slot range)."""
     if isinstance(event, Offer):
         try:
             check_tiers(list(event.tiers))
@@ -293,9 +287,12 @@ def parse_event(obj: object, line_no: int = 0) -> Event:
         tiers = values["tiers"]
         if all(isinstance(pair, list) for pair in tiers):
             values["tiers"] = tuple(tuple(pair) for pair in tiers)
-    event: Event = cls(**values)
     try:
-        validate_event(event)
+        # Fields are checked before the event is built: a compiled build's classes refuse
+        # arguments of the wrong type with a TypeError, which would not name the field.
+        _check_values(op, values)
+        event: Event = cls(**values)
+        _check_relations(event)
     except InvalidEvent as err:
         raise LogError(err.reason, line=line_no, field=err.field) from None
     return event

@@ -7,6 +7,7 @@ without a bound on matches. The other properties are stated on the engine alone.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -92,7 +93,7 @@ def number(events: list[Any]) -> list[Any]:
             n += 1
             ev = Order(f"o{n}", ev.owner, ev.side, ev.wh, ev.price, i, ev.interval)
         else:
-            ev = type(ev)(**{**ev.__dict__, "ts": i})
+            ev = replace(ev, ts=i)
         out.append(ev)
     return out
 
