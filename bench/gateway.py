@@ -10,11 +10,11 @@ Setup, one run per mode, same load each time:
 * the gateway as its own process: ``ngrid gateway run`` for the event-driven modes, and for
   ``poll`` the same service with :class:`PollingCore`, which logs each order at once but matches
   only every 5 s, as the reference engine's ticker does;
-* ``--meters`` meters, each with its own MQTT connection, reporting signed ``state`` messages at
-  1 Hz and acknowledging every lock command (the edge.wire format), run by a separate fleet
-  process so that they do not disturb the measuring process. They are CPython stand-ins, not the
-  firmware: hil.virtual's CPython-hosted meters had not landed when this was written, and the
-  gateway cannot tell the difference on the wire;
+* ``--meters`` meters in a separate fleet process, each with its own MQTT connection, reporting
+  signed ``state`` messages at 1 Hz and answering lock commands: by default the real firmware
+  (device/ngmeter) hosted on CPython by hil.virtual, one thread per meter (``--meter-kind
+  virtual``); ``--meter-kind stand-in`` uses a light asyncio client speaking the same edge.wire
+  format that acknowledges every command;
 * ``--rate`` orders per second over the homes' HTTP API, on a fixed schedule (not waiting for
   answers): 45 % sells resting at 200-300 ticks/kWh, 45 % buys resting at 120-190 (below every
   sell), and ``--crossing`` (10 %) buys at 400 that take the best sell at once (10 Wh each).
@@ -271,6 +271,29 @@ async def fleet(first: int, last: int, port: int) -> None:
     await asyncio.gather(*tasks)
 
 
+def virtual_fleet(first: int, last: int, port: int, flash: Path) -> None:
+    """Internal (``--fleet ... --virtual DIR``): the real firmware (device/ngmeter), hosted on
+    CPython by hil.virtual, one meter per thread with its own paho connection, until killed."""
+    from hil.virtual.meter import SimSettings, VirtualMeter
+
+    meters = []
+    for i in range(first, last):
+        config = {
+            "device_id": f"m{i}",
+            "gateway_id": GATEWAY,
+            "broker_host": "127.0.0.1",
+            "broker_port": port,
+            "mac_key": meter_key(i).hex(),
+            "capacity_wh": 10_000,
+            "report_s": 1,
+            "persist_wh": 10,
+        }
+        sim = SimSettings(soc_bp=9000, lock_export_w=0)
+        meters.append(VirtualMeter(config=config, flash=flash / f"m{i}", sim=sim).start())
+    while True:
+        time.sleep(1)
+
+
 def observe(port: int, out: str) -> None:
     """Internal (``--observe``): record each lock command's arrival (CLOCK_MONOTONIC, which
     ``time.perf_counter`` reads on Linux, so the times compare across processes) until SIGTERM,
@@ -393,7 +416,8 @@ async def run_mode(mode: str, args: argparse.Namespace, broker_port: int) -> dic
     base = f"http://127.0.0.1:{api_port}"
     fleet_log = (work / "fleet.log").open("wb")
     meters = subprocess.Popen(
-        [sys.executable, __file__, "--fleet", f"0:{args.meters}", "--port", str(broker_port)],
+        [sys.executable, __file__, "--fleet", f"0:{args.meters}", "--port", str(broker_port)]
+        + (["--virtual", str(work / "flash")] if args.meter_kind == "virtual" else []),
         stdout=fleet_log,
         stderr=fleet_log,
     )
@@ -523,6 +547,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--serve-polling", metavar="CONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--fleet", metavar="FIRST:LAST", help=argparse.SUPPRESS)
     parser.add_argument("--observe", metavar="OUT", help=argparse.SUPPRESS)
+    parser.add_argument("--virtual", metavar="FLASH", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--meter-kind",
+        choices=["virtual", "stand-in"],
+        default="virtual",
+        help="virtual: the firmware hosted by hil.virtual; stand-in: a light asyncio client",
+    )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_polling:
@@ -533,11 +564,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.fleet:
         first, last = (int(x) for x in args.fleet.split(":"))
-        asyncio.run(fleet(first, last, args.port))
+        if args.virtual:
+            virtual_fleet(first, last, args.port, Path(args.virtual))
+        else:
+            asyncio.run(fleet(first, last, args.port))
         return
     results = asyncio.run(bench(args))
     print(
-        f"\n{args.meters} meters at 1 Hz, {args.rate:g} orders/s for {args.seconds:g} s, "
+        f"\n{args.meters} meters ({args.meter_kind}) at 1 Hz, {args.rate:g} orders/s for "
+        f"{args.seconds:g} s, "
         f"{args.crossing:.0%} crossing; {os.cpu_count()} cores\n"
     )
     header = (
