@@ -276,8 +276,8 @@ def provision_board(
     reserve_bp: int = 2_000,
 ) -> Provisioned:
     """Provision ``board`` as a meter of gateway ``gw-hil`` exactly as ``ngrid provision meter``
-    does (upload, verify, configure, self-test, inventory), with :data:`RIG_SETTINGS`; on the
-    virtual board also upload ``hil/virtual/simhal.py``, the hal the relay runs it with."""
+    does (upload, verify, configure, self-test, inventory), with :data:`RIG_SETTINGS`, and
+    leave it running main.py."""
     import json as _json
 
     from provisioning.board import Board, firmware_files
@@ -308,11 +308,7 @@ def provision_board(
     with Board(port=board.port) as session:
         session.interrupt()
         config = _json.loads(session.read_file(CONFIG_PATH) or b"{}")
-        if board.virtual:
-            simhal = Path(__file__).resolve().parent / "virtual" / "simhal.py"
-            session.write_file("/simhal.py", simhal.read_bytes())
-        if not board.virtual:
-            session.soft_reset()  # a real board runs main.py and joins the broker by itself
+        session.soft_reset()  # the board runs main.py and joins the broker by itself
     return Provisioned(
         meter_id=outcome.record.id,
         gateway_id=GATEWAY_ID,
@@ -325,180 +321,27 @@ def provision_board(
     )
 
 
-_BOOT = """\
-import sys
-if '/' not in sys.path:
-    sys.path.insert(0, '/')
-import gc, json, simhal
-from ngmeter.runner import Runner
-_b = simhal.FakeBroker()
-_bat = simhal.SimBattery(%(capacity)d, %(soc)d, pv_w=%(pv)d, load_w=%(load)d)
-_hal = simhal.SimHal(simhal.WallClock(), _bat, lambda *a: simhal.FakeClient(_b, a[0]))
-_r = Runner(_hal, '/')
-"""
+class Firmware:
+    """The provisioned firmware running on the board: ``main.py`` started by the soft reset
+    that ends provisioning. On a real ESP32 it reaches the broker over WiFi; on the virtual board
+    the board itself bridges the firmware's MQTT to the broker its config.json names
+    (hil/virtual/vhal.py). The rig only watches the broker.
 
-_STEP = """\
-for _t, _p in %(inject)r:
-    _b.inject(_t, _p)
-for _i in range(%(steps)d):
-    _r.step()
-_o = [[t, p.decode(), r, q] for (t, p, r, q) in _b.published]
-_b.published.clear()
-print(json.dumps({"out": _o, "mem": gc.mem_alloc(), "connects": _r.connects,
-                  "dropped": _r.dropped, "lock": _hal.lock_output,
-                  "subs": [t for t, q in _b.subscriptions],
-                  "will": list(_b.will[:3]) if _b.will else None}))
-"""
-
-
-class RelayedFirmware:
-    """The firmware's own main loop (``ngmeter.runner.Runner``) on the virtual board, with its
-    MQTT relayed through the host to a real broker.
-
-    What it stands in for: the ESP32's WiFi and TCP stack. The WebAssembly VM has no sockets,
-    so the board runs the firmware with ``hil/virtual/simhal.py`` (clock from the VM, a
-    simulated battery) and its in-memory MQTT client; this relay, on the host, executes
-    ``Runner.step()`` through the raw REPL, publishes what the firmware published to the real
-    broker as the meter (its client id, credentials, retain flags and last will), and injects
-    what the broker delivers on the meter's subscriptions. ``memory`` collects
-    ``gc.mem_alloc()`` after every execution, ``connects`` the firmware's connect count.
+    ``crash()`` is a power cut: the virtual board is hard-reset (a new VM on the same flash files,
+    its MQTT connection dropped without a DISCONNECT), a real ESP32 has EN pulled low through RTS
+    (as esptool's hard reset does); both boot main.py again by themselves. ``sample_memory()``
+    interrupts main.py (Ctrl-C), records ``gc.mem_alloc()``/``gc.mem_free()`` and soft-resets
+    the board back into the firmware.
     """
-
-    def __init__(
-        self,
-        *,
-        board: BoardTarget,
-        meter: Provisioned,
-        broker: Any,
-        soc_bp: int = 8_000,
-        pv_w: int = 0,
-        load_w: int = 0,
-        period: float = 0.05,
-    ) -> None:
-        self.board = board
-        self.meter = meter
-        self.broker = broker
-        self.soc_bp, self.pv_w, self.load_w = soc_bp, pv_w, load_w
-        self.period = period
-        self.memory: list[int] = []
-        self.connects = 0
-        self.dropped = 0
-        self.lock_output = False
-        self._inbox: list[tuple[str, bytes]] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._session: Any = None
-        self._client: Any = None
-        self.error: BaseException | None = None
-
-    def start(self) -> RelayedFirmware:
-        import paho.mqtt.client as mqtt
-
-        from provisioning.board import Board
-
-        self._session = Board(port=self.board.port, timeout=20)
-        self._session.interrupt()
-        self._session.exec(
-            _BOOT
-            % {
-                "capacity": self.meter.capacity_wh,
-                "soc": self.soc_bp,
-                "pv": self.pv_w,
-                "load": self.load_w,
-            },
-            timeout=30,
-        )
-        first = self._step([])
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=self.meter.meter_id, clean_session=True
-        )
-        client.username_pw_set(self.meter.meter_id, self.meter.password)
-        if first["will"]:
-            topic, payload, retain = first["will"]
-            client.will_set(topic, payload, qos=1, retain=bool(retain))
-        client.on_message = self._on_message
-        client.connect(self.broker.host, self.broker.port, keepalive=30)
-        client.loop_start()
-        for topic in first["subs"]:
-            client.subscribe(topic, qos=1)
-        self._client = client
-        time.sleep(0.2)  # let the SUBACK arrive before the first commands
-        self._publish(first)
-        self._thread = threading.Thread(target=self._run, name="hil-relay", daemon=True)
-        self._thread.start()
-        return self
-
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        with self._lock:
-            self._inbox.append((message.topic, bytes(message.payload)))
-
-    def _step(self, inject: list[tuple[str, bytes]]) -> dict[str, Any]:
-        import json as _json
-
-        out = self._session.exec(_STEP % {"inject": inject, "steps": 2}, timeout=30)
-        report: dict[str, Any] = _json.loads(out.strip().splitlines()[-1])
-        self.memory.append(int(report["mem"]))
-        self.connects = int(report["connects"])
-        self.dropped = int(report["dropped"])
-        self.lock_output = bool(report["lock"])
-        return report
-
-    def _publish(self, report: dict[str, Any]) -> None:
-        for topic, payload, retain, qos in report["out"]:
-            self._client.publish(topic, payload.encode(), qos=qos, retain=bool(retain))
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                with self._lock:
-                    inject, self._inbox = self._inbox[:4], self._inbox[4:]
-                self._publish(self._step(inject))
-                time.sleep(self.period)
-        except BaseException as err:  # reported by stop()/crash() to the test
-            self.error = err
-
-    def _halt(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def crash(self) -> None:
-        """Power cut: the relay vanishes without a DISCONNECT, so the broker sends the will."""
-        self._halt()
-        if self._client is not None:
-            sock = self._client.socket()
-            if sock is not None:
-                sock.close()
-            self._client.loop_stop()
-        if self._session is not None:
-            self._session.close()
-
-    def stop(self) -> None:
-        self._halt()
-        if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
-        if self._session is not None:
-            self._session.close()
-        if self.error is not None:
-            raise AssertionError(f"the relay failed: {self.error!r}") from self.error
-
-
-class RunningFirmware:
-    """The firmware on a real ESP32: it runs ``main.py`` by itself and talks to the broker over
-    WiFi; the rig only watches the broker. ``crash()`` pulls EN low (RTS), as a power cut."""
 
     def __init__(self, *, board: BoardTarget) -> None:
         self.board = board
-        self.memory: list[int] = []
-        self.connects = 0
-        self.dropped = 0
-
-    def start(self) -> RunningFirmware:
-        return self
+        self.memory: list[tuple[int, int]] = []  # (allocated, free) bytes
 
     def crash(self) -> None:
+        if self.board.virtual:
+            self.board.handle.reset()
+            return
         link = serial.serial_for_url(self.board.port, baudrate=115200, exclusive=True)
         try:
             link.dtr = False
@@ -508,12 +351,18 @@ class RunningFirmware:
         finally:
             link.close()
 
-    def stop(self) -> None:
+    def sample_memory(self, *, restart: bool = True) -> tuple[int, int]:
         from provisioning.board import Board
 
         with Board(port=self.board.port) as session:
             session.interrupt()
-            self.memory.append(int(session.eval_json("__import__('gc').mem_alloc()")))
+            sample = session.eval_json(
+                "[__import__('gc').mem_alloc(), __import__('gc').mem_free()]"
+            )
+            if restart:
+                session.soft_reset()
+        self.memory.append((int(sample[0]), int(sample[1])))
+        return self.memory[-1]
 
 
 class GatewayPeer:
@@ -569,8 +418,21 @@ class GatewayPeer:
                         return value
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    pytest.fail(f"no matching message on {topic} within {timeout} s", pytrace=False)
+                    raise AssertionError(f"no matching message on {topic} within {timeout} s")
                 self._cond.wait(left)
+
+    def parsed(self, leaf: str, *, after: int = 0) -> list[Any]:
+        """Every verified message on ``leaf`` received after index ``after``."""
+        from edge.wire.messages import parse_meter_message
+
+        topic = self.meter.topic(leaf)
+        with self._cond:
+            payloads = [p for t, p in self.messages[after:] if t == topic]
+        if leaf == "status":
+            return [p.decode() for p in payloads]
+        return [
+            parse_meter_message(p, key=self.meter.key, meter=self.meter.meter_id) for p in payloads
+        ]
 
     def mark(self) -> int:
         with self._cond:
@@ -612,6 +474,23 @@ class GatewayPeer:
         self.send(payload)
         return seq, payload
 
+    def release(self, *, trade: str) -> int:
+        from edge.wire.messages import build_release
+
+        now = int(time.time())
+        seq = self.next_seq()
+        self.send(
+            build_release(
+                key=self.meter.key,
+                meter=self.meter.meter_id,
+                seq=seq,
+                ts=now,
+                exp=now + 60,
+                trade=trade,
+            )
+        )
+        return seq
+
     def ping(self) -> int:
         from edge.wire.messages import build_ping
 
@@ -645,20 +524,9 @@ def gateway_peer(hil_broker: Any, meter: Provisioned) -> Iterator[GatewayPeer]:
         peer.close()
 
 
-def start_firmware(board: BoardTarget, meter: Provisioned, broker: Any, **kwargs: Any) -> Any:
-    """Start the provisioned firmware: relayed on the virtual board, as is on a real one."""
-    if board.virtual:
-        return RelayedFirmware(board=board, meter=meter, broker=broker, **kwargs).start()
-    return RunningFirmware(board=board).start()
-
-
 @pytest.fixture
 def firmware(
     board: BoardTarget, meter: Provisioned, hil_broker: Any, gateway_peer: GatewayPeer
 ) -> Iterator[Any]:
-    """The provisioned firmware running and connected to the broker (stopped after the test)."""
-    run = start_firmware(board, meter, hil_broker)
-    try:
-        yield run
-    finally:
-        run.stop()
+    """The provisioned firmware, running (see :class:`Firmware`)."""
+    yield Firmware(board=board)

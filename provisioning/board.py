@@ -99,7 +99,7 @@ class Board:
         self.port = port
         self.timeout = timeout
         try:
-            self._t = SerialTransport(port, baudrate=baudrate, timeout=1.0)
+            self._t = SerialTransport(port, baudrate=baudrate, timeout=5.0)
         except TransportError as err:  # lost a race with another program
             raise BoardBusyError(f"cannot open the port: {err}", port=port) from err
         # A board that stops reading must not block a write forever (the pty/USB buffer fills).
@@ -161,10 +161,14 @@ class Board:
         ser = self._t.serial
         data = b""
         deadline = time.monotonic() + seconds
-        while not data.endswith(ending) and time.monotonic() < deadline:
-            chunk = ser.read(1)  # the port's 1 s timeout bounds each read
-            if chunk:
-                data += chunk
+        saved, ser.timeout = ser.timeout, 0.2  # short reads, so the deadline is kept
+        try:
+            while not data.endswith(ending) and time.monotonic() < deadline:
+                chunk = ser.read(1)
+                if chunk:
+                    data += chunk
+        finally:
+            ser.timeout = saved
         return data
 
     def _drain(self, *, seconds: float = 0.3) -> bytes:
@@ -249,6 +253,13 @@ class Board:
             ) from err
         if progress is not None and len(data) > sent:
             progress(len(data) - sent)
+
+    def remove(self, path: str) -> bool:
+        """Delete ``path`` on the board; True if it existed."""
+        out = self.exec(
+            f"import os\ntry:\n os.remove({path!r})\n print(1)\nexcept OSError:\n print(0)\n"
+        )
+        return out.strip().endswith("1")
 
     def write_file_atomic(self, path: str, data: bytes) -> None:
         """Write ``path.tmp`` then rename it over ``path``, so a reset never leaves half a file."""

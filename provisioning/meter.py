@@ -8,8 +8,9 @@ For each port, :func:`provision_meter` runs these steps (each one safe to repeat
 2. *connect*: open the port, interrupt a running ``main.py`` (Ctrl-C) and enter the raw REPL
    (:class:`provisioning.board.Board`), retrying while a freshly flashed board boots;
 3. *identity*: read the board's existing configuration. A provisioned board keeps its meter id,
-   MAC key and broker password unless ``new_identity``; otherwise a fresh id, a 32-byte MAC key
-   and a broker password are drawn from ``rng``;
+   MAC key and broker password, and its durable state (sequence numbers, locks), unless
+   ``new_identity``; otherwise a fresh id, a 32-byte MAC key and a broker password are drawn
+   from ``rng`` and the old identity's state files are removed;
 4. *upload* the firmware from ``device/`` (optionally ``mpy-cross``-compiled) and *verify* it:
    every file is hashed on the board and compared;
 5. *configure*: write the meter's configuration atomically (temp file, then rename), verify it;
@@ -69,6 +70,8 @@ __all__ = [
 
 #: Where the meter's configuration lives on the board's filesystem.
 CONFIG_PATH = "/config.json"
+#: The firmware's durable state (device/ngmeter/store.py), kept with an identity, dropped with it.
+STATE_FILES = ("/state.json", "/state.tmp")
 
 Random = Callable[[int], bytes]
 
@@ -300,6 +303,10 @@ def provision_meter(
             meter_id = spec.meter_id or f"m-{rng(4).hex()}"
             mac_key = rng(32)
             mqtt_password = base64.urlsafe_b64encode(rng(18)).decode()
+            # The durable state of an earlier identity (its sequence numbers and locks) is not
+            # this meter's: a new identity starts from a fresh state.
+            for stale in STATE_FILES:
+                board.remove(stale)
 
         total = sum(len(f.data) for f in files)
         bar = progress(f"{port} upload", total, slot)
