@@ -136,3 +136,43 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
     assert result.returncode == 0
     for command in ("gateway", "meter", "export", "list"):
         assert command in result.stdout
+
+
+def test_meter_on_the_virtual_board_end_to_end(tmp_path: Path) -> None:
+    """The installer's command on a board that runs MicroPython (the virtual board)."""
+    from hil.virtual.board import VirtualBoard
+
+    assert ngrid("provision", "gateway", "--name", "gw1", cwd=tmp_path).returncode == 0
+    with VirtualBoard(run_main=False) as board:
+        args = [
+            "provision",
+            "meter",
+            "--port",
+            board.port,
+            "--gateway",
+            "gw1",
+            "--owner",
+            "No. 4",
+            "--capacity-wh",
+            "13500",
+            "--reserve-bp",
+            "2500",
+        ]
+        first = ngrid(*args, cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        assert "upload: 100%" in first.stderr  # the progress bar (tqdm writes to stderr)
+        assert "(new identity)" in first.stdout and "self-test passed" in first.stdout
+        again = ngrid(*args, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert "(kept its identity)" in again.stdout
+        meter_id = first.stdout.split("meter ", 1)[1].split()[0]
+        assert f"meter {meter_id} " in again.stdout
+        wrong = ngrid(*args, "--chip", "esp32s3", cwd=tmp_path)
+        assert wrong.returncode == 1
+        assert "not esp32s3" in wrong.stderr and "Traceback" not in wrong.stderr
+    listing = ngrid("provision", "list", cwd=tmp_path)
+    assert f"meter {meter_id}" in listing.stdout and "self-test passed" in listing.stdout
+    refreshed = ngrid("provision", "gateway", "--name", "gw1", cwd=tmp_path)
+    assert "1 in the password file and ACL" in refreshed.stdout
+    acl = (tmp_path / "gateway-gw1/root/etc/mosquitto/ngrid/acl").read_text()
+    assert f"topic write ngrid/gw1/{meter_id}/state" in acl
