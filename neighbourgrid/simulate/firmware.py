@@ -130,6 +130,13 @@ class PahoMQTTClient:
         if self.cb is not None:
             self.cb(topic, payload)
 
+    def take(self) -> tuple[bytes, bytes] | None:
+        """The next received (topic, payload), or None (for hosts that relay messages)."""
+        try:
+            return self._inbox.get_nowait()
+        except queue.Empty:
+            return None
+
     def pending(self) -> int:
         """Messages received and not yet handed to the firmware."""
         return self._inbox.qsize()

@@ -1,0 +1,277 @@
+"""The homes' meters as one fleet the simulation steps: the real firmware on CPython (default)
+or in the MicroPython VM (``--vm``).
+
+- :class:`CPythonFleet`: each meter is a :class:`neighbourgrid.simulate.firmware.FirmwareMeter`
+  (device/ngmeter imported on CPython, a physics-backed hal, umqtt's API over paho).
+- :class:`VmFleet`: each meter's firmware runs in its own MicroPython VM (the WebAssembly port
+  pinned in package-lock.json), one long-lived Node process per meter
+  (``neighbourgrid/simulate/vm/vm_host.mjs``; the port keeps module-level state, so two VMs
+  cannot share a process). The VM has no sockets, so its hal
+  (``vm/simvm.py``) turns the firmware's MQTT calls into events that the host carries out on a
+  real connection per meter (:class:`~neighbourgrid.simulate.firmware.PahoMQTTClient`) and hands
+  received messages back in; the clock and the sensors are set by the host before each step.
+  The firmware itself is unchanged: the same files as on the board.
+
+Both expose the same methods, so the run does not care which one it drives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from neighbourgrid.simulate.firmware import FirmwareMeter, PahoMQTTClient
+
+__all__ = ["CPythonFleet", "Fleet", "FleetError", "VmFleet"]
+
+VM_DIR = Path(__file__).with_name("vm")
+
+
+class FleetError(RuntimeError):
+    """A meter host failed (the VM could not start, or the firmware raised in it)."""
+
+
+class Fleet(Protocol):
+    kind: str
+
+    async def add(
+        self, *, home: str, config: dict[str, Any], soc: Callable[[], int], seed: int
+    ) -> None: ...
+
+    async def step(self) -> None: ...
+
+    def connected(self) -> bool: ...
+
+    def add_energy(self, home: str, *, import_wh: int, export_wh: int, seconds: int) -> None: ...
+
+    def refusals(self) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class CPythonFleet:
+    """Meters whose firmware runs on CPython in this process."""
+
+    kind = "the real firmware, device/ngmeter, hosted on CPython"
+
+    def __init__(self, *, directory: Path, clock: Callable[[], int]) -> None:
+        self.directory = directory
+        self.clock = clock
+        self.meters: dict[str, FirmwareMeter] = {}
+
+    async def add(
+        self, *, home: str, config: dict[str, Any], soc: Callable[[], int], seed: int
+    ) -> None:
+        self.meters[home] = FirmwareMeter(
+            directory=self.directory / home, config=config, soc=soc, clock=self.clock, seed=seed
+        )
+
+    async def step(self) -> None:
+        for meter in self.meters.values():
+            meter.step()
+
+    def connected(self) -> bool:
+        return all(m.connected for m in self.meters.values())
+
+    def add_energy(self, home: str, *, import_wh: int, export_wh: int, seconds: int) -> None:
+        self.meters[home].hal.add_energy(import_wh=import_wh, export_wh=export_wh, seconds=seconds)
+
+    def refusals(self) -> int:
+        return sum(int(m.runner.meter.refusals) for m in self.meters.values())
+
+    async def close(self) -> None:
+        for meter in self.meters.values():
+            meter.close()
+
+
+@dataclass
+class _VmMeter:
+    home: str
+    meter: str
+    config: dict[str, Any]
+    soc: Callable[[], int]
+    proc: asyncio.subprocess.Process | None = None
+    relay: PahoMQTTClient | None = None
+    will: tuple[str, bytes, bool, int] | None = None
+    imp: int = 0
+    exp: int = 0
+    power: int = 0
+    connected: bool = False
+    refusals: int = 0
+    published: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class VmFleet:
+    """Meters whose firmware runs in the MicroPython VM (see the module docstring)."""
+
+    kind = "the real firmware, device/ngmeter, in the MicroPython VM (WebAssembly, under Node)"
+
+    def __init__(self, *, directory: Path, clock: Callable[[], int], heapsize: int = 512 * 1024):
+        self.directory = directory
+        self.clock = clock
+        self.heapsize = heapsize
+        self.meters: dict[str, _VmMeter] = {}
+
+    async def _start(self) -> asyncio.subprocess.Process:
+        from hil.virtual.firmware import REPO_ROOT
+        from hil.virtual.vm import node_path, vm_available
+
+        node = node_path()
+        if node is None or not vm_available():
+            raise FleetError(
+                "--vm needs Node and the MicroPython VM: run `npm ci` in the repository root"
+            )
+        return await asyncio.create_subprocess_exec(
+            node,
+            str(VM_DIR / "vm_host.mjs"),
+            cwd=REPO_ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=16 * 1024 * 1024,
+        )
+
+    @staticmethod
+    async def _call(proc: asyncio.subprocess.Process, request: dict[str, Any]) -> dict[str, Any]:
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(request).encode() + b"\n")
+        await proc.stdin.drain()
+        line = await proc.stdout.readline()
+        if not line:
+            raise FleetError("the MicroPython VM host stopped")
+        answer: dict[str, Any] = json.loads(line)
+        if not answer.get("ok"):
+            raise FleetError(f"meter {request.get('meter')}: {answer.get('error')}")
+        return answer
+
+    async def add(
+        self, *, home: str, config: dict[str, Any], soc: Callable[[], int], seed: int
+    ) -> None:
+        from hil.virtual.firmware import firmware_files
+
+        proc = await self._start()
+        meter = config["device_id"]
+        files = {
+            f"/fw/{rel}": data.decode() for rel, data in firmware_files(include_hal=False).items()
+        }
+        files["/fw/simvm.py"] = (VM_DIR / "simvm.py").read_text()
+        root = f"/m/{meter}"
+        files[f"{root}/config.json"] = json.dumps(config)
+        code = (
+            "import sys\nsys.path.insert(0, '/fw')\nimport simvm\n"
+            f"simvm.boot({root!r}, {int(seed)}, {int(self.clock())})\n"
+        )
+        self.meters[home] = _VmMeter(home=home, meter=meter, config=config, soc=soc, proc=proc)
+        await self._call(
+            proc,
+            {"op": "boot", "meter": meter, "files": files, "code": code, "heapsize": self.heapsize},
+        )
+
+    def _apply(self, m: _VmMeter, events: list[list[Any]]) -> None:
+        for event in events:
+            kind = event[0]
+            if kind == "will":
+                m.will = (event[1], base64.b64decode(event[2]), bool(event[3]), int(event[4]))
+            elif kind == "connect":
+                if m.relay is not None:
+                    m.relay.disconnect()
+                cfg = m.config
+                relay = PahoMQTTClient(
+                    m.meter,
+                    cfg["broker_host"],
+                    port=cfg["broker_port"],
+                    user=cfg.get("broker_user") or None,
+                    password=cfg.get("broker_password") or None,
+                    keepalive=cfg.get("keepalive_s", 60),
+                )
+                if m.will is not None:
+                    relay.set_last_will(*m.will)
+                relay.connect()
+                m.relay = relay
+            elif kind == "subscribe" and m.relay is not None:
+                m.relay.subscribe(event[1], qos=int(event[2]))
+            elif kind == "publish" and m.relay is not None:
+                m.relay.publish(
+                    event[1], base64.b64decode(event[2]), retain=bool(event[3]), qos=int(event[4])
+                )
+                m.published += 1
+            elif kind == "close" and m.relay is not None:
+                m.relay.disconnect()
+                m.relay = None
+
+    async def step(self) -> None:
+        await asyncio.gather(*(self._step(m) for m in self.meters.values()))
+
+    async def _step(self, m: _VmMeter) -> None:
+        assert m.proc is not None
+        for _ in range(16):
+            inbox = []
+            if m.relay is not None:
+                while (item := m.relay.take()) is not None:
+                    inbox.append([item[0].decode(), base64.b64encode(item[1]).decode()])
+            request = {
+                "now": int(self.clock()),
+                "soc": int(m.soc()),
+                "power": m.power,
+                "imp": m.imp,
+                "exp": m.exp,
+                "link": True,
+                "inbox": inbox,
+            }
+            m.imp = m.exp = 0
+            answer = await self._call(
+                m.proc,
+                {
+                    "op": "run",
+                    "meter": m.meter,
+                    "code": f"simvm.step({json.dumps(json.dumps(request))})",
+                },
+            )
+            out = json.loads(answer["out"].strip().splitlines()[-1])
+            self._apply(m, out["events"])
+            m.connected = bool(out["connected"])
+            m.refusals = int(out["refusals"])
+            if m.relay is None or m.relay.pending() == 0:
+                break
+
+    def connected(self) -> bool:
+        return all(m.connected and m.relay is not None for m in self.meters.values())
+
+    def add_energy(self, home: str, *, import_wh: int, export_wh: int, seconds: int) -> None:
+        m = self.meters[home]
+        m.imp += import_wh
+        m.exp += export_wh
+        m.power = (import_wh - export_wh) * 3600 // seconds
+
+    def refusals(self) -> int:
+        return sum(m.refusals for m in self.meters.values())
+
+    async def close(self) -> None:
+        """Copy each meter's flash (config.json, state.json) out of its VM, then stop."""
+        for m in self.meters.values():
+            proc = m.proc
+            try:
+                if proc is not None and proc.returncode is None:
+                    answer = await self._call(
+                        proc, {"op": "files", "meter": m.meter, "dir": f"/m/{m.meter}"}
+                    )
+                    target = self.directory / m.home
+                    target.mkdir(parents=True, exist_ok=True)
+                    for path, text in answer["files"].items():
+                        (target / Path(path).name).write_text(text)
+            finally:
+                if m.relay is not None:
+                    m.relay.disconnect()
+                if proc is not None and proc.returncode is None:
+                    assert proc.stdin is not None
+                    proc.stdin.close()
+                    try:
+                        await asyncio.wait_for(proc.wait(), timeout=10)
+                    except TimeoutError:
+                        proc.kill()
+                        await proc.wait()
