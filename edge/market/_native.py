@@ -16,6 +16,7 @@ and never while the engine runs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -102,16 +103,18 @@ def select_build() -> None:
         reason = _stale_reason(_HERE)
         if reason is None:
             return
-        warnings.warn(
-            f"edge.market: not using the compiled market core ({reason}); running the "
-            "interpreted source. Rebuild it with `make market` or remove it with "
-            "`make market-clean`.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
     for name in COMPILED_MODULES:
         if f"{_PACKAGE}.{name}" not in sys.modules:
             _load_source(name)
+    if reason is not None:
+        message = (
+            f"edge.market: not using the compiled market core ({reason}); running the "
+            "interpreted source. Rebuild it with `make market` or remove it with "
+            "`make market-clean`."
+        )
+        # Advice only: where warnings are errors, the import still succeeds on the source.
+        with contextlib.suppress(RuntimeWarning):
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def is_compiled() -> bool:

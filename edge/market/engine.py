@@ -23,11 +23,12 @@ Rules (docs/market.md has the long form):
   each other again; a restored order that crosses trades as an unblocked one does.
 * Closing an interval expires its resting orders; orders for a closed interval are refused.
 
-Internally an order is a list indexed by the ``_ID`` … ``_EXCL`` constants (cheaper than
-objects); each interval's book keeps, per side, a sorted list of price keys (``-price`` for buys,
-``price`` for sells, so the best is always first) and a dict from key to the orders at that price:
-a deque in time order (price-time) or a heap on ``(-remaining, seq)`` (value-time). Cancelled and
-filled orders are dropped lazily when a match walks past them.
+Internally an order is a :class:`_Rec` (a final class with typed fields, which mypyc compiles to
+a C struct; see docs/market.md, "Compiled build"); each interval's book keeps, per side, a sorted
+list of price keys (``-price`` for buys, ``price`` for sells, so the best is always first) and a
+dict from key to the orders at that price: a deque in time order (price-time) or a heap on
+``(-remaining, seq)`` (value-time). Cancelled and filled orders are dropped lazily when a match
+walks past them.
 """
 
 from __future__ import annotations
@@ -76,9 +77,15 @@ SNAPSHOT_FORMAT: Final = "ngrid-market-snapshot"
 SNAPSHOT_VERSION: Final = 1
 
 # Order statuses.
-_OPEN, _FILLED, _CANCELLED, _EXPIRED = 0, 1, 2, 3
+_OPEN: Final = 0
+_FILLED: Final = 1
+_CANCELLED: Final = 2
+_EXPIRED: Final = 3
 _STATUS_NAMES: Final = ("open", "filled", "cancelled", "expired")
 _STATUS_CODES: Final = {name: code for code, name in enumerate(_STATUS_NAMES)}
+# Whether this module runs compiled by mypyc (then events.py is too: edge.market._native loads
+# both or neither), so that Order's fields are native and their types checked when it is built.
+_COMPILED: Final = not __file__.endswith(".py")
 
 
 def _canonical(obj: object) -> str:
@@ -445,9 +452,11 @@ class Engine:
         allowed now: a duplicate id, an order for a closed interval, a cancel of an unknown id, a
         void of an unknown or already voided trade.
         """
+        if isinstance(event, Order):
+            trades: list[Trade] = []
+            self._submit_order(event, trades)
+            return trades
         kind = type(event)
-        if kind is Order:
-            return self._submit_order(event)  # type: ignore[arg-type]
         validate_event(event)
         self._check_state(event)
         if kind is Cancel:
@@ -489,7 +498,8 @@ class Engine:
             if event.trade in self._voided:
                 raise InvalidEvent(f"trade {event.trade!r} is already voided", field="trade")
 
-    def _submit_order(self, ev: Order) -> list[Trade]:
+    def _submit_order(self, ev: Order, trades: list[Trade]) -> None:
+        """Apply an order: append the trades it makes to ``trades``."""
         oid = ev.id
         owner = ev.owner
         side = ev.side
@@ -498,12 +508,17 @@ class Engine:
         ts = ev.ts
         interval = ev.interval
         if not (
-            type(oid) is str
-            and type(owner) is str
-            and type(wh) is int
-            and type(price) is int
-            and type(ts) is int
-            and type(interval) is int
+            (
+                _COMPILED  # the native Order has checked the types when it was built
+                or (
+                    type(oid) is str
+                    and type(owner) is str
+                    and type(wh) is int
+                    and type(price) is int
+                    and type(ts) is int
+                    and type(interval) is int
+                )
+            )
             and wh > 0
             and price > 0
             and ts >= 0
@@ -513,19 +528,25 @@ class Engine:
             and 0 < len(owner) <= 200
         ):
             validate_event(ev)
+        seq = self._seq + 1
+        is_buy = side == "buy"
+        o = _Rec(oid, owner, is_buy, price, wh, seq, interval, wh, ts, _OPEN, None)
         orders = self._orders
-        if oid in orders or (self._offers and oid in self._offers) or oid in self._requests:
+        # One lookup registers the id and finds a duplicate (the registry is large and cold).
+        duplicate = orders.setdefault(oid, o) is not o
+        if not duplicate and (len(self._offers) or len(self._requests)):
+            duplicate = oid in self._offers or oid in self._requests
+            if duplicate:
+                del orders[oid]
+        if duplicate:
             raise InvalidEvent(f"duplicate id {oid!r}", field="id")
         sides = self._books.get(interval)
         if sides is None:
             if interval in self._closed:
+                del orders[oid]
                 raise InvalidEvent(f"interval {interval} is closed", field="interval")
             sides = self._books[interval] = _new_book()
-        seq = self._seq = self._seq + 1
-        is_buy = side == "buy"
-        o = _Rec(oid, owner, is_buy, price, wh, seq, interval, wh, ts, _OPEN, None)
-        orders[oid] = o
-        trades: list[Trade] = []
+        self._seq = seq
         # Does it cross at all? (The common "no" is decided here, without a call.)
         ref = self._ref
         okeys: list[int]
@@ -568,7 +589,6 @@ class Engine:
                 insort(keys, key)
             else:
                 level.append(o)
-        return trades
 
     def _take(self, o: _Rec, sides: list[Any], ts: int, trades: list[Trade]) -> None:
         """Match order ``o`` as the aggressor against the opposite side of its book.
@@ -1150,7 +1170,7 @@ def replay(events: Iterable[Event], params: MarketParams | None = None) -> list[
     with _gc_paused():
         for event in events:
             if isinstance(event, Order):
-                trades.extend(engine._submit_order(event))
+                engine._submit_order(event, trades)
             else:
                 trades.extend(engine.submit(event))
     return trades
