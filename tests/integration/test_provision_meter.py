@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -189,3 +190,39 @@ def test_two_boards_in_one_run(inventory: Inventory) -> None:
     ids = {o.record.id for o in outcomes if o.record is not None}
     assert len(ids) == 2
     assert {m.owner for m in inventory.meters(gateway="gw1")} == {"No. 4", "No. 6"}
+
+
+def test_flash_then_provision_records_the_image(
+    virtual_board: str, inventory: Inventory, tmp_path: Path
+) -> None:
+    """The flash step's place in the flow: esptool writes the image (to the simulated ROM
+    bootloader of tests/unit/provisioning/rom_peer.py, since a virtual board has no ROM), the
+    flow then finds MicroPython's REPL on the port and records the image's digest."""
+    from provisioning.flash import ImageInfo, check_image, flash
+    from tests.unit.provisioning.rom_peer import RomPeer
+    from tests.unit.provisioning.test_flash import make_image
+
+    image = check_image(make_image(tmp_path / "micropython.bin"), sha256=None)
+    bars = Bars()
+    with RomPeer(chip="esp32") as peer:
+
+        def flash_to_peer(port: str, info: ImageInfo, **kwargs: Any) -> str:
+            assert port == virtual_board
+            return flash(peer.url, info, connect_attempts=1, **kwargs)
+
+        outcome = provision_meter(
+            inventory=inventory,
+            spec=MeterSpec(port=virtual_board, owner="No. 8", capacity_wh=5_000),
+            gateway="gw1",
+            files=firmware_files(DEVICE_DIR),
+            image=image,
+            erase=True,
+            progress=bars,
+            flasher=flash_to_peer,
+        )
+        assert peer.erased
+        assert bytes(peer.flash[0x1000 : 0x1000 + image.size]) == image.data
+    assert outcome.flashed and outcome.record is not None
+    assert (outcome.record.image_sha256, outcome.record.chip) == (image.sha256, "ESP32")
+    label = f"{virtual_board} flash"
+    assert bars.done[label] == bars.totals[label] == image.size
