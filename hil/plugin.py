@@ -371,14 +371,13 @@ class GatewayPeer:
 
     def __init__(self, *, broker: Any, meter: Provisioned) -> None:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         self.meter = meter
         self.messages: list[tuple[str, bytes]] = []
         self._cond = threading.Condition()
         self._seq = 0
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"gw-{meter.meter_id}"
-        )
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gw-{meter.meter_id}")
         self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port, keepalive=30)
         self.client.loop_start()
