@@ -13,6 +13,10 @@ then a default (as pytest-embedded resolves its options):
                mpremote's transport), ``dut.hard_reset()``.
 ``hil_broker`` a Mosquitto the board can reach (``--hil-broker mqtt://host:port`` for a bench
                broker, else one started for the session).
+``meter``      the board provisioned by the installer's own flow (:func:`provision_board`) and
+               left running main.py; ``gateway_peer`` the test playing the gateway on the broker
+               (:class:`GatewayPeer`); ``firmware`` the running firmware (:class:`Firmware`:
+               ``crash()``, ``sample_memory()``); ``soak_seconds``.
 
 Markers: ``@pytest.mark.hardware`` for tests that need a real ESP32 (GPIO, the lock relay, a
 power cut); on the virtual board they are skipped with that reason -- a legitimate skip, since
