@@ -29,7 +29,7 @@ from typing import Any
 
 from edge.errors import ConfigError, NgridError
 from neighbourgrid.simulate.homes import Home, make_homes
-from neighbourgrid.simulate.inputs import INTERVAL_S, INTERVALS_PER_DAY
+from neighbourgrid.simulate.inputs import INTERVAL_S, INTERVALS_PER_DAY, interval_index
 from neighbourgrid.simulate.physics import Neighbourhood, run_baseline
 from neighbourgrid.simulate.report import (
     ReportData,
@@ -73,6 +73,12 @@ class SimConfig:
             raise ConfigError("must be 2..200", key="homes")
         if not 1 <= self.days <= 14:
             raise ConfigError("must be 1..14", key="days")
+        if self.broker is not None:
+            _parse_broker(self.broker)
+        try:
+            interval_index(self.start, self.days * INTERVALS_PER_DAY)
+        except ValueError as err:
+            raise ConfigError(str(err), key="start") from None
 
 
 class SimClock:

@@ -139,6 +139,13 @@ def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
     result = simulate("--start", "2024-02-30", "--out", str(tmp_path / "y"))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+    result = simulate("--broker", "http://example", "--out", str(tmp_path / "z"))
+    assert result.returncode == 2
+    assert "broker" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "z").exists()  # refused before anything is written
+    result = simulate("--start", "2025-12-31", "--days", "2", "--out", str(tmp_path / "w"))
+    assert result.returncode == 2
+    assert "2025" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_runs_on_mosquitto_with_broker_option(mosquitto: Broker, tmp_path: Path) -> None:
