@@ -317,6 +317,11 @@ def provision_meter(
                 board.makedirs(PurePosixPath(directory))
             for file in files:
                 board.write_file("/" + file.path, file.data, progress=bar.update)
+                # A module left from an earlier upload in the other form would shadow or
+                # confuse this one (MicroPython imports name.py before name.mpy).
+                stem, _, suffix = file.path.rpartition(".")
+                if suffix in ("py", "mpy"):
+                    board.remove(f"/{stem}.{'mpy' if suffix == 'py' else 'py'}")
         finally:
             bar.close()
         board.verify(list(files))

@@ -226,3 +226,21 @@ def test_flash_then_provision_records_the_image(
     assert (outcome.record.image_sha256, outcome.record.chip) == (image.sha256, "ESP32")
     label = f"{virtual_board} flash"
     assert bars.done[label] == bars.totals[label] == image.size
+
+
+def test_mpy_cross_compiled_upload_replaces_the_sources(
+    virtual_board: str, inventory: Inventory
+) -> None:
+    """--mpy: modules compiled by mpy-cross run on the board (the self-test imports them) and
+    the .py files of an earlier upload are gone, so they cannot shadow the .mpy ones."""
+    spec = MeterSpec(port=virtual_board, owner="No. 4", capacity_wh=13_500)
+    provision_meter(inventory=inventory, spec=spec, gateway="gw1", files=firmware_files(DEVICE_DIR))
+    compiled = firmware_files(DEVICE_DIR, compile_mpy=True)
+    outcome = provision_meter(inventory=inventory, spec=spec, gateway="gw1", files=compiled)
+    assert outcome.record is not None and outcome.record.self_test == "passed"
+    assert outcome.record.firmware_sha256 == tree_digest(compiled)
+    with Board(port=virtual_board) as board:
+        board.interrupt()
+        assert board.exists("/ngmeter/wire.mpy")
+        assert not board.exists("/ngmeter/wire.py")
+        assert board.exists("/main.py")  # boot.py and main.py stay source
