@@ -328,7 +328,7 @@ def write_report(path: Path, data: ReportData) -> None:
         f'<div class="card"><b>{v}</b><span>{html.escape(t)}</span></div>' for v, t in cards
     )
     stage_rows = "".join(
-        f'<tr><td>{html.escape(k)}</td><td class="{"notrun" if v != "ran" else ""}">'
+        f'<tr><td>{html.escape(k)}</td><td class="{"" if v.startswith("ran") else "notrun"}">'
         f"{html.escape(v)}</td></tr>"
         for k, v in data.stages.items()
     )
