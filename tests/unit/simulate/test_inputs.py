@@ -113,3 +113,23 @@ def test_a_sale_is_delivered_and_the_buyer_imports_less() -> None:
     flows = trade.step(sold={seller.id: sale}, received={buyer.id: sale})
     assert flows[seller.id].delivered_wh == sale
     assert flows[buyer.id].import_wh == max(0, base.history[buyer.id][0].import_wh - sale)
+
+
+def test_energy_balances_with_sales_and_purchases_every_interval() -> None:
+    homes = make_homes(8, 5)
+    sellers = [h.id for h in homes if h.battery is not None]
+    buyers = [h.id for h in homes if h.battery is None]
+    hood = Neighbourhood(homes=homes, start=date(2025, 4, 11), days=1)
+    for k in range(hood.intervals):
+        sold = {s: 150 + 10 * k for s in sellers}
+        delivered = {s: hood.deliverable_wh(s, wh) for s, wh in sold.items()}
+        share = sum(delivered.values()) // len(buyers)
+        flows = hood.step(sold=sold, received=dict.fromkeys(buyers, share))
+        for f in flows.values():
+            assert 0 <= f.delivered_wh <= f.sold_wh
+            assert f.pv_wh + f.import_wh + f.discharged_wh + f.received_wh == (
+                f.load_wh + f.export_wh + f.charged_wh + f.delivered_wh
+            )
+        for s in sellers:
+            assert flows[s].delivered_wh == delivered[s]
+            assert flows[s].soc_bp >= 2000  # sales never take a battery below its reserve
