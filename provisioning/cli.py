@@ -180,7 +180,13 @@ def _per_port(values: tuple[Any, ...], ports: tuple[str, ...], name: str) -> lis
 @provision.command("meter")
 @click.option("--port", "ports", multiple=True, required=True, help="Serial port (repeatable).")
 @click.option("--gateway", "gateway_id", required=True, help="Gateway the meter reports to.")
-@click.option("--owner", "owners", multiple=True, required=True, help="Home/owner (per port).")
+@click.option(
+    "--owner",
+    "owners",
+    multiple=True,
+    required=True,
+    help="Home id on the gateway's API, e.g. no-4 (per port).",
+)
 @click.option(
     "--capacity-wh",
     "capacities",

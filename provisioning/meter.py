@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -74,6 +75,7 @@ CONFIG_PATH = "/config.json"
 STATE_FILES = ("/state.json", "/state.tmp")
 
 Random = Callable[[int], bytes]
+_HOME_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class ProgressBar(Protocol):
@@ -111,9 +113,10 @@ class WifiSettings:
 class MeterSpec:
     """One board to provision: its port, and the meter's owner and battery.
 
-    ``capacity_wh``: usable battery capacity in Wh (> 0); ``reserve_bp``: the state of charge
-    (basis points, 0-10000) trading never goes below; ``meter_id``: a chosen id for a new meter
-    (default ``m-`` and 8 random hex digits).
+    ``owner``: the home's id on the gateway's order API (1-64 of ``[A-Za-z0-9_.-]``, the
+    gateway's rule); ``capacity_wh``: usable battery capacity in Wh (> 0); ``reserve_bp``: the
+    state of charge (basis points, 0-10000) trading never goes below; ``meter_id``: a chosen id
+    for a new meter (default ``m-`` and 8 random hex digits).
     """
 
     port: str
@@ -129,6 +132,11 @@ class MeterSpec:
             raise ValueError(f"reserve must be 0-10000 basis points, not {self.reserve_bp}")
         if self.meter_id is not None:
             validate_id(self.meter_id, what="meter")
+        if not _HOME_ID.match(self.owner):
+            raise ValueError(
+                f"owner {self.owner!r} is not a home id: use 1-64 letters, digits, '.', '_' or "
+                "'-' (the home's id on the gateway's order API, e.g. no-4)"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -58,7 +58,7 @@ def test_errors_are_one_line_with_what_to_do(tmp_path: Path) -> None:
 def test_meter_refuses_bad_input_before_touching_a_board(tmp_path: Path) -> None:
     assert ngrid("provision", "gateway", "--name", "gw1", cwd=tmp_path).returncode == 0
     image = make_image(tmp_path / "mp.bin")
-    base = ["provision", "meter", "--owner", "No. 4", "--capacity-wh", "10000"]
+    base = ["provision", "meter", "--owner", "no-4", "--capacity-wh", "10000"]
     # A port that does not exist would fail with "no such serial port"; each case below must
     # fail earlier, with its own message.
     port = ["--port", str(tmp_path / "ttyUSB7")]
@@ -113,7 +113,7 @@ def test_meter_on_a_missing_port_says_check_the_cable(tmp_path: Path) -> None:
         "--gateway",
         "gw1",
         "--owner",
-        "No. 4",
+        "no-4",
         "--capacity-wh",
         "10000",
         "--device-dir",
@@ -152,7 +152,7 @@ def test_meter_on_the_virtual_board_end_to_end(tmp_path: Path) -> None:
             "--gateway",
             "gw1",
             "--owner",
-            "No. 4",
+            "no-4",
             "--capacity-wh",
             "13500",
             "--reserve-bp",

@@ -89,7 +89,7 @@ def test_provision_records_verifies_and_keeps_identity(
     virtual_board: str, inventory: Inventory
 ) -> None:
     files = firmware_files(DEVICE_DIR)
-    spec = MeterSpec(port=virtual_board, owner="No. 4", capacity_wh=13_500, reserve_bp=2_500)
+    spec = MeterSpec(port=virtual_board, owner="no-4", capacity_wh=13_500, reserve_bp=2_500)
     bars = Bars()
     first = provision_meter(
         inventory=inventory,
@@ -154,7 +154,7 @@ def test_a_corrupted_upload_is_caught_by_hashing_on_the_board(
         original(self, path, data, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Board, "write_file", flaky_cable)
-    spec = MeterSpec(port=virtual_board, owner="No. 4", capacity_wh=13_500)
+    spec = MeterSpec(port=virtual_board, owner="no-4", capacity_wh=13_500)
     with pytest.raises(UploadVerificationError, match="differ from what was uploaded") as caught:
         provision_meter(inventory=inventory, spec=spec, gateway="gw1", files=files)
     assert caught.value.paths == (victim,)
@@ -163,7 +163,7 @@ def test_a_corrupted_upload_is_caught_by_hashing_on_the_board(
 
 def test_wrong_chip_family_and_unknown_gateway(virtual_board: str, inventory: Inventory) -> None:
     files = firmware_files(DEVICE_DIR)
-    spec = MeterSpec(port=virtual_board, owner="No. 4", capacity_wh=13_500)
+    spec = MeterSpec(port=virtual_board, owner="no-4", capacity_wh=13_500)
     with pytest.raises(WrongChipError, match="not esp32s3"):
         provision_meter(
             inventory=inventory, spec=spec, gateway="gw1", files=files, expect_chip="esp32s3"
@@ -180,8 +180,8 @@ def test_two_boards_in_one_run(inventory: Inventory) -> None:
         outcomes = provision_meters(
             inventory=inventory,
             specs=[
-                MeterSpec(port=one.port, owner="No. 4", capacity_wh=13_500),
-                MeterSpec(port=two.port, owner="No. 6", capacity_wh=10_000),
+                MeterSpec(port=one.port, owner="no-4", capacity_wh=13_500),
+                MeterSpec(port=two.port, owner="no-6", capacity_wh=10_000),
             ],
             gateway="gw1",
             files=firmware_files(DEVICE_DIR),
@@ -189,7 +189,7 @@ def test_two_boards_in_one_run(inventory: Inventory) -> None:
     assert [o.error for o in outcomes] == [None, None]
     ids = {o.record.id for o in outcomes if o.record is not None}
     assert len(ids) == 2
-    assert {m.owner for m in inventory.meters(gateway="gw1")} == {"No. 4", "No. 6"}
+    assert {m.owner for m in inventory.meters(gateway="gw1")} == {"no-4", "no-6"}
 
 
 def test_flash_then_provision_records_the_image(
@@ -212,7 +212,7 @@ def test_flash_then_provision_records_the_image(
 
         outcome = provision_meter(
             inventory=inventory,
-            spec=MeterSpec(port=virtual_board, owner="No. 8", capacity_wh=5_000),
+            spec=MeterSpec(port=virtual_board, owner="no-8", capacity_wh=5_000),
             gateway="gw1",
             files=firmware_files(DEVICE_DIR),
             image=image,
@@ -233,7 +233,7 @@ def test_mpy_cross_compiled_upload_replaces_the_sources(
 ) -> None:
     """--mpy: modules compiled by mpy-cross run on the board (the self-test imports them) and
     the .py files of an earlier upload are gone, so they cannot shadow the .mpy ones."""
-    spec = MeterSpec(port=virtual_board, owner="No. 4", capacity_wh=13_500)
+    spec = MeterSpec(port=virtual_board, owner="no-4", capacity_wh=13_500)
     provision_meter(inventory=inventory, spec=spec, gateway="gw1", files=firmware_files(DEVICE_DIR))
     compiled = firmware_files(DEVICE_DIR, compile_mpy=True)
     outcome = provision_meter(inventory=inventory, spec=spec, gateway="gw1", files=compiled)

@@ -164,7 +164,36 @@ def test_export_writes_the_secret_registry(tmp_path: Path) -> None:
             "mac_key": key.hex(),
             "capacity_wh": 13_500,
             "reserve_bp": 2_000,
-            "owner": "No. 4",
+            "owner": "no-4",
         }
     ]
     assert fingerprint(bytes.fromhex(document["meters"][0]["mac_key"])) == fingerprint(key)
+
+
+def test_the_gateway_loads_the_bundle_and_the_export(tmp_path: Path) -> None:
+    """gateway.toml and meters.json, installed where they point, pass the gateway's own loader
+    (edge.gateway.config, which refuses unknown keys)."""
+    from pathlib import PurePosixPath
+
+    from edge.gateway.config import load_config
+    from provisioning.gateway import GatewayLayout
+
+    etc = tmp_path / "etc/ngrid"
+    layout = GatewayLayout(
+        etc_dir=PurePosixPath(etc), state_dir=PurePosixPath(tmp_path / "var/lib/ngrid")
+    )
+    key = os.urandom(32)
+    with Inventory(path=tmp_path / "inv.json") as inv:
+        bundle = make(inv, tmp_path / "b", layout=layout, coordinator_url="http://coord:8700")
+        inv.put_meter(meter("m-7", key=key), mac_key=key)
+        export_registry(inventory=inv, gateway="gw1", out=etc / "meters.json")
+    for name in ("gateway.toml", "gateway.key"):
+        shutil.copy2(bundle.path(PurePosixPath(etc) / name), etc / name)  # type: ignore[attr-defined]
+    config = load_config(etc / "gateway.toml")
+    assert config.id == "gw1"
+    assert config.signing_key == etc / "gateway.key"
+    assert config.ledger_path == tmp_path / "var/lib/ngrid/ledger.sqlite3"
+    assert (config.mqtt.username, config.coordinator.url) == ("gw-gw1", "http://coord:8700")
+    assert [(m.id, m.key, m.capacity_wh, m.reserve_bp, m.owner) for m in config.meters] == [
+        ("m-7", key, 13_500, 2_000, "no-4")
+    ]

@@ -40,7 +40,7 @@ def meter(meter_id: str = "m-1", *, key: bytes = KEY, gw: str = "gw1") -> MeterR
     return MeterRecord(
         id=meter_id,
         gateway=gw,
-        owner="No. 4",
+        owner="no-4",
         capacity_wh=13_500,
         reserve_bp=2_000,
         key_fingerprint=fingerprint(key),

@@ -25,13 +25,15 @@ from tests.unit.provisioning.test_inventory import gateway
 
 
 def test_spec_validates_units_and_ids() -> None:
-    assert MeterSpec(port="/dev/ttyUSB0", owner="No. 4", capacity_wh=1).reserve_bp == 2000
+    assert MeterSpec(port="/dev/ttyUSB0", owner="no-4", capacity_wh=1).reserve_bp == 2000
     with pytest.raises(ValueError, match="positive number of Wh"):
         MeterSpec(port="p", owner="o", capacity_wh=0)
     with pytest.raises(ValueError, match="0-10000 basis points"):
         MeterSpec(port="p", owner="o", capacity_wh=10, reserve_bp=10_001)
     with pytest.raises(ValueError, match="not usable"):
         MeterSpec(port="p", owner="o", capacity_wh=10, meter_id="Meter/1")
+    with pytest.raises(ValueError, match="not a home id"):
+        MeterSpec(port="p", owner="No. 4", capacity_wh=10)
 
 
 def test_config_carries_identity_broker_and_battery() -> None:
