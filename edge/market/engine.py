@@ -26,7 +26,7 @@ Rules (docs/market.md has the long form):
 Internally an order is a :class:`_Rec` (a final class with typed fields, which mypyc compiles to
 a C struct; see docs/market.md, "Compiled build"); each interval's book keeps, per side, a sorted
 list of price keys (``-price`` for buys, ``price`` for sells, so the best is always first) and a
-dict from key to the orders at that price: a deque in time order (price-time) or a heap on
+dict from key to the orders at that price: a :class:`_Level` in time order (price-time) or a heap on
 ``(-remaining, seq)`` (value-time). Cancelled and filled orders are dropped lazily when a match
 walks past them.
 """
@@ -37,7 +37,6 @@ import gc
 import json
 import sys
 from bisect import bisect_left, insort
-from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -331,6 +330,27 @@ class Reservation:
         return _canonical(self.to_dict())
 
 
+@final
+class _Level:
+    """The resting orders at one price of a price-time book, in time order: ``items[head:]``.
+
+    Taking the front order advances ``head`` instead of moving the rest; the dead prefix is cut
+    off once it is more than half of the list. An order behind the front (passed over by its
+    owner's own order) leaves with ``del``. A list and an index rather than a deque because
+    mypyc compiles list operations and int fields to C, while deque methods stay calls by name.
+    """
+
+    __slots__ = ("head", "items")
+
+    def __init__(self, items: list[_Rec]) -> None:
+        self.items = items
+        self.head = 0
+
+    def live(self) -> list[_Rec]:
+        """The orders from the front on (cancelled ones included until a match drops them)."""
+        return self.items[self.head :]
+
+
 def _new_book() -> list[Any]:
     """One delivery interval's order book: [buy keys, buy levels, sell keys, sell levels]."""
     return [[], {}, [], {}]
@@ -434,7 +454,7 @@ class Engine:
         out: list[_Rec] = []
         for key in keys:
             level = levels[key]
-            orders = [entry[2] for entry in sorted(level)] if self._vt else list(level)
+            orders = [entry[2] for entry in sorted(level)] if self._vt else level.live()
             out.extend(o for o in orders if o.status == _OPEN)
         return out
 
@@ -585,10 +605,10 @@ class Engine:
                 else:
                     heappush(level, (-o.rem, seq, o))
             elif level is None:
-                levels[key] = deque((o,))
+                levels[key] = _Level([o])
                 insort(keys, key)
             else:
-                level.append(o)
+                level.items.append(o)
 
     def _take(self, o: _Rec, sides: list[Any], ts: int, trades: list[Trade]) -> None:
         """Match order ``o`` as the aggressor against the opposite side of its book.
@@ -622,7 +642,7 @@ class Engine:
         ts: int,
         trades: list[Trade],
     ) -> None:
-        """The hot loop of :meth:`_take` for price-time deques: opposite keys ``<= bound`` cross.
+        """The hot loop of :meth:`_take` for price-time levels: opposite keys ``<= bound`` cross.
 
         Written out (no helper calls per trade) because it runs for most incoming orders.
         """
@@ -644,17 +664,23 @@ class Engine:
             key = okeys[j]
             if key > bound:
                 break
-            level: deque[_Rec] = olevels[key]
-            skipped: list[_Rec] | None = None
-            while level:
-                mk = level[0]
+            level: _Level = olevels[key]
+            items = level.items
+            head = level.head
+            i = head
+            n = len(items)
+            while i < n:
+                mk = items[i]
                 if mk.status:  # not _OPEN: cancelled, dropped lazily here
-                    level.popleft()
+                    if i == head:
+                        head += 1
+                        i += 1
+                    else:
+                        del items[i]
+                        n -= 1
                     continue
                 if mk.owner == owner or (excl is not None and mk.id in excl):
-                    if skipped is None:
-                        skipped = []
-                    skipped.append(level.popleft())
+                    i += 1  # passed over: it keeps its place
                     continue
                 q = mk.rem
                 if q > rem:
@@ -682,12 +708,19 @@ class Engine:
                 mk.rem = left
                 if not left:
                     mk.status = _FILLED
-                    level.popleft()
+                    if i == head:
+                        head += 1
+                        i += 1
+                    else:
+                        del items[i]
+                        n -= 1
                 if not rem or nmatch >= limit:
                     break
-            if skipped:
-                level.extendleft(reversed(skipped))
-            if level:
+            if head < n:
+                if head > 32 and head * 2 > n:
+                    del items[:head]
+                    head = 0
+                level.head = head
                 j += 1
             else:
                 del olevels[key]
@@ -802,10 +835,18 @@ class Engine:
         if self._vt:
             while level and level[0][2].status != _OPEN:
                 heappop(level)
+            empty = not level
         else:
-            while level and level[0].status != _OPEN:
-                level.popleft()
-        if not level:
+            items = level.items
+            head = level.head
+            while head < len(items) and items[head].status != _OPEN:
+                head += 1
+            if head > 32 and head * 2 > len(items):
+                del items[:head]
+                head = 0
+            level.head = head
+            empty = head >= len(items)
+        if empty:
             del levels[key]
             del keys[bisect_left(keys, key)]
 
@@ -852,9 +893,8 @@ class Engine:
             level[:] = [entry for entry in level if entry[2] is not o]
             heapify(level)
         else:
-            kept = [x for x in level if x is not o]
-            level.clear()
-            level.extend(kept)
+            level.items = [x for x in level.live() if x is not o]
+            level.head = 0
         self._drop_dead_front(o)
 
     def _rebuild_level(self, o: _Rec) -> None:
@@ -876,7 +916,7 @@ class Engine:
             return
         for levels in (book[1], book[3]):
             for level in levels.values():
-                for item in level:
+                for item in level if self._vt else level.live():
                     o = item[2] if self._vt else item
                     if o.status == _OPEN:
                         o.status = _EXPIRED
@@ -916,12 +956,13 @@ class Engine:
         levels = book[own + 1]
         level = levels.get(key)
         if level is None:
-            level = levels[key] = [] if self._vt else deque()
+            level = levels[key] = [] if self._vt else _Level([])
             insort(book[own], key)
         if self._vt:
             heappush(level, (-o.rem, o.seq, o))
         else:
-            level.insert(bisect_left(level, o.seq, key=lambda x: x.seq), o)
+            items = level.items
+            items.insert(bisect_left(items, o.seq, lo=level.head, key=lambda x: x.seq), o)
 
     def _offer(self, ev: Offer) -> None:
         self._offers[ev.id] = [
@@ -1085,12 +1126,12 @@ class Engine:
                 key = -price if o.buy else price
                 level = sides[own + 1].get(key)
                 if level is None:
-                    level = sides[own + 1][key] = [] if engine._vt else deque()
+                    level = sides[own + 1][key] = [] if engine._vt else _Level([])
                     insort(sides[own], key)
                 if engine._vt:
                     heappush(level, (-rem, seq, o))
                 else:
-                    level.append(o)
+                    level.items.append(o)
         for obj in state["trades"]:
             trade = Trade.from_dict(obj)
             engine._trades.append(trade)
