@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
 __all__ = ["FirmwareMeter", "PahoMQTTClient", "PhysicsHal"]
 
@@ -74,7 +75,7 @@ class PahoMQTTClient:
         self._connected = threading.Event()
         self._lost = threading.Event()
         self._client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True
         )
         if user:
             self._client.username_pw_set(user, password or None)

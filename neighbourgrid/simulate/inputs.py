@@ -88,10 +88,11 @@ def h0_profile() -> np.ndarray:
         from demandlib import bdew
 
         slp = bdew.ElecSlp(year=YEAR)
-        profile = slp.get_profiles("h0_dyn")["h0_dyn"].to_numpy(dtype=float)
+        profile: np.ndarray = slp.get_profiles("h0_dyn")["h0_dyn"].to_numpy(dtype=float)
     if len(profile) != _YEAR_INTERVALS:
         raise RuntimeError(f"unexpected H0 profile length {len(profile)}")
-    return profile / profile.sum()
+    normalised: np.ndarray = profile / float(profile.sum())
+    return normalised
 
 
 @lru_cache(maxsize=64)
