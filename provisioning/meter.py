@@ -270,10 +270,11 @@ def provision_meter(
     :mod:`provisioning.errors` of each step; the inventory is written only at the very end, so
     a failed run leaves no record.
     """
-    gw = inventory.gateway(gateway)
+    lock = lock or threading.Lock()
+    with lock:  # TinyDB is not thread-safe: every inventory access holds the lock
+        gw = inventory.gateway(gateway)
     now = now or datetime.now(UTC)
     by = by or installer_identity()
-    lock = lock or threading.Lock()
     port = spec.port
     flashed_chip: str | None = None
 
