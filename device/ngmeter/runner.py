@@ -13,6 +13,7 @@ mqtt_client(client_id, host, port, user, password, keepalive) (umqtt.simple's AP
 """
 
 import gc
+import sys
 
 from ngmeter import config
 from ngmeter.meter import Meter
@@ -20,11 +21,17 @@ from ngmeter.store import Store
 
 INBOX = 4  # commands buffered between check_msg() and handling; more are dropped (and counted)
 SLICE_MS = 50  # poll period while connected
+# MicroPython needs gc.collect() between bursts to keep its heap unfragmented; CPython frees by
+# reference counting and its gc.collect() is a full pass over every object in the process.
+COLLECT = sys.implementation.name == "micropython"
 
 
 class Runner:
-    def __init__(self, hal, root="/", cfg=None):
+    def __init__(self, hal, root="/", cfg=None, slice_ms=SLICE_MS):
         self.hal = hal
+        # Longest wait between steps while connected. A board polls check_msg() every 50 ms;
+        # a host that wakes on network input (the CPython virtual meter) can wait longer.
+        self.slice_ms = slice_ms
         self.cfg = cfg if cfg is not None else config.load(root)
         hal.init(self.cfg)
         self.store = Store(root)
@@ -142,7 +149,8 @@ class Runner:
                     for topic, payload in meter.handle(msg, now):
                         self._publish(topic, payload)
                 self.inbox_len = 0
-                gc.collect()
+                if COLLECT:
+                    gc.collect()
             for trade, topic, payload in meter.due(now):
                 self._publish(topic, payload)
                 meter.drop(trade, now)
@@ -151,14 +159,16 @@ class Runner:
                 self._read_battery()
                 self._publish(*meter.telemetry(now))
                 self.report_at = hal.ticks_add(ticks, self.cfg["report_s"] * 1000)
-                gc.collect()
+                if COLLECT:
+                    gc.collect()
             elif hal.ticks_diff(ticks, self.last_io) >= self.cfg["keepalive_s"] * 500:
                 self.client.ping()
                 self.last_io = ticks
         except OSError as err:
             self._drop(err)
             return 0
-        return SLICE_MS
+        until_report = hal.ticks_diff(self.report_at, hal.ticks_ms())
+        return max(1, min(self.slice_ms, until_report))
 
     def run(self):
         """Loop forever (on the board)."""

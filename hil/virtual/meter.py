@@ -21,6 +21,7 @@ import itertools
 import json
 import queue
 import random
+import select
 import subprocess
 import threading
 import time
@@ -161,7 +162,24 @@ class PahoClient:
         self._client.will_set(topic, msg, qos=qos, retain=retain)
 
     def _loop(self, timeout: float) -> None:
-        rc = self._client.loop(timeout=timeout)
+        # paho's own loop() uses select() (no descriptor above 1023, so no large fleets) and a
+        # socket pair per client; poll() and the read/write/misc steps have neither limit.
+        sock = self._client.socket()
+        if sock is None:
+            raise OSError("mqtt: not connected")
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | (select.POLLOUT if self._client.want_write() else 0))
+        for _, events in poller.poll(int(timeout * 1000)):
+            if events & (select.POLLIN | select.POLLERR | select.POLLHUP):
+                self._check(self._client.loop_read())
+            if events & select.POLLOUT:
+                self._check(self._client.loop_write())
+        if self._client.want_write():
+            self._check(self._client.loop_write())
+        self._check(self._client.loop_misc())
+
+    @staticmethod
+    def _check(rc: mqtt.MQTTErrorCode) -> None:
         if rc != mqtt.MQTT_ERR_SUCCESS:
             raise OSError(f"mqtt: {mqtt.error_string(rc)}")
 
@@ -273,7 +291,8 @@ class VirtualMeter:
         runner_mod = import_firmware("ngmeter.runner")
         battery = _battery(self.config, self.sim)
         self.hal = simhal.SimHal(simhal.WallClock(), battery, PahoClient, seed=self.seed)
-        self.runner = runner_mod.Runner(self.hal, str(self.flash))
+        # This host wakes on network input (PahoClient.wait), so it need not poll every 50 ms.
+        self.runner = runner_mod.Runner(self.hal, str(self.flash), slice_ms=1000)
         self._thread = threading.Thread(
             target=self._run_hosted, name=f"meter-{self.meter_id}", daemon=True
         )
