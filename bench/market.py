@@ -1,4 +1,4 @@
-"""Benchmark of the market core: 200k random limit orders, four engines, one run.
+"""Benchmark of the market core: 200k random limit orders, compiled and interpreted, three peers.
 
     .venv/bin/python bench/market.py [--orders N] [--rounds R] [--seed S]
 
@@ -7,9 +7,14 @@ ticks/kWh), sizes mixed (70 % 1-200 Wh, 25 % 200-2000 Wh, 5 % 2000-10000 Wh), fr
 for one delivery interval. Each engine gets the same orders, from plain tuples, and has to build
 its own order objects and hand back its trades:
 
-* ``neighbourgrid``: :func:`edge.market.replay` with every rule on: self-trade prevention (400
-  owners), a reference price (230, checked on every buy), ``max_matches=64``, price-time policy.
-* ``neighbourgrid value-time``: the same with ``policy="value-time"``.
+* ``neighbourgrid compiled``: :func:`edge.market.replay` with every rule on: self-trade
+  prevention (400 owners), a reference price (230, checked on every buy), ``max_matches=64``,
+  price-time policy; the build ``make market`` makes with mypyc (docs/market.md, "Compiled
+  build"). Without a build this row is the interpreted engine, named ``neighbourgrid``.
+* ``neighbourgrid interpreted``: the very same source run by the interpreter, loaded beside the
+  compiled modules in this process (:func:`interpreted_market`). The run checks that its trades
+  equal the compiled engine's, byte for byte.
+* ``... value-time``: the same with ``policy="value-time"``.
 * ``reference``: :class:`NaiveEngine` below, the same rules written the obvious way: one list per
   side kept sorted by priority with ``bisect.insort``, matched from the front. Its trades must
   equal neighbourgrid's, and the run checks that they do.
