@@ -246,7 +246,10 @@ class VirtualMeter:
 
     ``config``: the meter's config.json content (validated; ConfigError names a bad key);
     ``flash``: the host directory that is its flash (created; reused state continues);
-    ``vm``: run in the MicroPython VM instead of CPython; ``seed``: reconnect jitter seed.
+    ``vm``: run in the MicroPython VM instead of CPython; ``seed``: reconnect jitter seed;
+    ``clock``: simulated time for CPython-hosted meters (``simhal.ScaledClock(60, t0)`` runs
+    an hour a minute; the battery model, telemetry period, lock intervals and command expiry
+    all follow it). Default: the host's clock.
     """
 
     def __init__(
@@ -257,6 +260,7 @@ class VirtualMeter:
         sim: SimSettings | None = None,
         vm: bool = False,
         seed: int | None = None,
+        clock: simhal.WallClock | simhal.ScaledClock | None = None,
     ) -> None:
         check_config(config)
         self.config = dict(config)
@@ -264,6 +268,9 @@ class VirtualMeter:
         self.sim = sim or SimSettings()
         self.vm = vm
         self.seed = seed if seed is not None else random.randrange(1, 2**31)
+        if clock is not None and vm:
+            raise ValueError("a custom clock is for CPython-hosted meters (the VM uses its own)")
+        self.clock = clock or simhal.WallClock()
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -290,7 +297,7 @@ class VirtualMeter:
     def _start_hosted(self) -> None:
         runner_mod = import_firmware("ngmeter.runner")
         battery = _battery(self.config, self.sim)
-        self.hal = simhal.SimHal(simhal.WallClock(), battery, PahoClient, seed=self.seed)
+        self.hal = simhal.SimHal(self.clock, battery, PahoClient, seed=self.seed)
         # This host wakes on network input (PahoClient.wait), so it need not poll every 50 ms.
         self.runner = runner_mod.Runner(self.hal, str(self.flash), slice_ms=1000)
         self._thread = threading.Thread(
@@ -301,14 +308,15 @@ class VirtualMeter:
     def _run_hosted(self) -> None:
         runner = self.runner
         try:
+            factor = self.clock.factor
             while not self._stop.is_set():
-                ms = runner.step()
+                ms = runner.step()  # in simulated ms
                 client = runner.client
                 if isinstance(client, PahoClient) and ms > 0:
                     with contextlib.suppress(OSError):  # the next step sees it and reconnects
-                        client.wait(ms / 1000)
+                        client.wait(ms / 1000 / factor)
                 elif ms > 0:
-                    self._stop.wait(ms / 1000)
+                    self._stop.wait(ms / 1000 / factor)
         except Exception as err:  # the firmware crashed: keep the reason for the caller
             self.error = repr(err)
             raise

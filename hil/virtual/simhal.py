@@ -65,6 +65,8 @@ class ManualClock:
 class WallClock:
     """The host's clock (MicroPython: ticks_ms/time; CPython: monotonic/time)."""
 
+    factor = 1  # simulated seconds per real second
+
     def ticks_ms(self):
         if _ticks_ms is not None:
             return _ticks_ms()
@@ -75,6 +77,28 @@ class WallClock:
 
     def sleep_ms(self, ms):
         time.sleep(ms / 1000)
+
+
+class ScaledClock:
+    """Simulated time running ``factor`` times faster than the host's, from ``epoch_s``
+    (CPython only: for compressed-time simulations of many meters)."""
+
+    def __init__(self, factor, epoch_s):
+        self.factor = factor
+        self.start_epoch_ms = epoch_s * 1000
+        self.t0 = time.monotonic()
+
+    def _ms(self):
+        return int((time.monotonic() - self.t0) * 1000 * self.factor)
+
+    def ticks_ms(self):
+        return self._ms() % TICKS_PERIOD
+
+    def epoch(self):
+        return (self.start_epoch_ms + self._ms()) // 1000
+
+    def sleep_ms(self, ms):
+        time.sleep(ms / 1000 / self.factor)
 
 
 class SimBattery:

@@ -19,6 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge import wire
+from hil.virtual import simhal
 from hil.virtual.meter import SimSettings, VirtualMeter
 from hil.virtual.vm import vm_available
 from tests.brokers import Broker
@@ -206,3 +207,17 @@ def test_cli_names_the_bad_key(tmp_path: Path, mosquitto: Broker) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "ngrid: error: mac_key: must be 64 hex digits (a 32-byte key)"
+
+
+def test_compressed_time(mosquitto: Broker, gateway: Gateway, tmp_path: Path) -> None:
+    """A meter on a clock 60x faster: telemetry every simulated 30 s arrives twice a second,
+    and its timestamps advance by simulated time."""
+    gw_id = gateway.base.split("/")[1]
+    config = meter_config(mosquitto, "m-1", gw_id) | {"report_s": 30}
+    clock = simhal.ScaledClock(60, 1767225600)
+    with VirtualMeter(config=config, flash=tmp_path / "flash", clock=clock):
+        first = gateway.parsed("state", wire.Telemetry)
+        second = gateway.parsed("state", wire.Telemetry, timeout=5)
+        third = gateway.parsed("state", wire.Telemetry, timeout=5)
+    assert first.ts >= 1767225600
+    assert 25 <= third.ts - second.ts <= 35
