@@ -9,12 +9,13 @@ STAMP  := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 MARKET_STAMP := edge/market/_compiled.json
 
-.PHONY: demo test lint deps node mosquitto bench clean help market market-clean
+.PHONY: demo test hil lint deps node mosquitto bench clean help market market-clean
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make demo   run the main job (ngrid simulate on its defaults)"
 	@echo "make test   lint, type-check, architecture contracts, then every test tier"
+	@echo "make hil    the hardware-in-loop rig (virtual board unless HIL_ARGS=--board PORT)"
 	@echo "make bench  run the benchmarks in bench/ and print their figures"
 	@echo "make market compile the market core with mypyc (make deps does; market-clean undoes)"
 
@@ -60,6 +61,11 @@ lint: deps
 # pytest's own exit status is kept: 5 ("no tests ran") fails the run like any other failure.
 test: deps mosquitto lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest hil $(PYTEST_ARGS)
+
+# The hardware-in-loop rig alone: on the virtual board, or `make hil HIL_ARGS="--board /dev/ttyUSB0"`.
+hil: deps mosquitto
+	$(BIN)/python -m pytest hil $(HIL_ARGS)
 
 demo: deps mosquitto
 	$(BIN)/ngrid simulate $(DEMO_ARGS)
