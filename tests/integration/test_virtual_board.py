@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
+import select
 import subprocess
 import sys
 import time
+import tty
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -169,3 +172,32 @@ def test_board_runs_its_firmware_against_a_broker(tmp_path: Path, mosquitto: Bro
     finally:
         listener.loop_stop()
         listener.disconnect()
+
+
+def test_raw_paste_request_is_declined(board: VirtualBoard) -> None:
+    """The port's REPL cannot do raw paste: the board answers Ctrl-E 'A' Ctrl-A with R\\x00."""
+    fd = os.open(board.port, os.O_RDWR | os.O_NOCTTY)
+    try:
+        tty.setraw(fd)
+
+        def read_until(marker: bytes, timeout: float = 10.0) -> bytes:
+            data = b""
+            deadline = time.monotonic() + timeout
+            while marker not in data:
+                assert time.monotonic() < deadline, data
+                ready, _, _ = select.select([fd], [], [], 0.2)
+                if ready:
+                    data += os.read(fd, 256)
+            return data
+
+        os.write(fd, b"\r\x03\x03")
+        read_until(b">>> ")
+        os.write(fd, b"\x01")
+        read_until(b"raw REPL; CTRL-B to exit\r\n>")
+        os.write(fd, b"\x05A\x01")
+        assert read_until(b"R\x00") == b"R\x00"
+        os.write(fd, b"print(6 * 7)\x04")
+        assert b"OK42" in read_until(b"\x04>")
+        os.write(fd, b"\x02")
+    finally:
+        os.close(fd)
