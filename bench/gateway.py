@@ -363,16 +363,19 @@ def peak_rss_mb(pid: int) -> float:
 
 async def api_ready(base: str, meters: int, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             with contextlib.suppress(aiohttp.ClientError):
                 async with session.get(
                     f"{base}/v1/status", headers={"Authorization": f"Bearer {token(0)}"}
                 ) as r:
-                    if r.status == 200 and (await r.json())["meters_fresh"] >= meters:
-                        return
+                    if r.status == 200:
+                        status = await r.json()
+                        if status["meters_fresh"] >= meters:
+                            return
             await asyncio.sleep(0.25)
-    raise RuntimeError("the gateway did not hear every meter in time")
+    raise RuntimeError(f"the gateway did not hear every meter in time: {status}")
 
 
 async def pending_zero(base: str, timeout: float = 30) -> None:
