@@ -298,7 +298,9 @@ def test_ram_stays_bounded_under_a_command_stream(vm_board: VmBoard) -> None:
         f"(gc.mem_alloc() mid-command), live after collect {min(floor)}..{max(floor)} B"
     )
     assert result["handled"] == count and result["dropped"] == 0
-    assert result["peak"] < 64 * 1024
+    # An ESP32 without PSRAM leaves MicroPython ~110 KB of heap; the figure includes the test
+    # harness (simhal, scenarios: ~18 KB) and the firmware loaded from source, not .mpy.
+    assert result["peak"] < 80 * 1024
     assert max(floor) - min(floor) < 4096  # no growth over the stream
 
 
