@@ -58,6 +58,8 @@ def test_mpremote_copies_the_firmware_and_it_runs_after_a_reset(
     mpremote(board, "fs", "cp", str(DEVICE_DIR / "boot.py"), ":boot.py")
     listing = mpremote(board, "fs", "ls", "lib/ngmeter")
     assert "wire.py" in listing and "runner.py" in listing
+    size = (DEVICE_DIR / "ngmeter" / "wire.py").stat().st_size
+    assert f"{size} wire.py" in listing
     assert (board.files / "lib" / "ngmeter" / "wire.py").read_bytes() == (
         DEVICE_DIR / "ngmeter" / "wire.py"
     ).read_bytes()

@@ -1,4 +1,5 @@
-# Run by vm_board.mjs in every fresh VM, before the REPL starts.
+# Run by vm_board.mjs in every fresh VM, before the REPL starts: makes the port's filesystem
+# answer the way a board's does.
 # The WebAssembly port's filesystem raises OSError with Emscripten's errno numbers (ENOENT is
 # 44 there, 2 in MicroPython's errno module and on every board). mpremote and user code compare
 # against MicroPython's numbers, so the virtual board re-raises them as a board would.
@@ -56,4 +57,21 @@ for _name in (
     if hasattr(os, _name):
         setattr(os, _name, _wrap(getattr(os, _name)))
 builtins.open = _wrap(builtins.open)
+
+# The port's ilistdir() gives (name, type, inode) without the size boards report as a 4th item
+# (mpremote's `fs ls` shows it); add it from stat().
+_plain_ilistdir = os.ilistdir
+
+
+def _sized_ilistdir(path="."):
+    prefix = "" if path in ("", ".") else path.rstrip("/") + "/"
+    out = []
+    for entry in list(_plain_ilistdir(path)):
+        if len(entry) == 3 and entry[1] == 0x8000:
+            entry = (entry[0], entry[1], entry[2], os.stat(prefix + entry[0])[6])
+        out.append(entry)
+    return iter(out)
+
+
+os.ilistdir = _sized_ilistdir
 del _name, _wrap, builtins
