@@ -83,6 +83,7 @@ __all__ = [
     "Publish",
     "Seal",
     "Settle",
+    "Snapshot",
     "Telemetry",
     "WireRefused",
     "reference_price",
@@ -223,6 +224,16 @@ class OrderRejected(GatewayError, ValueError):
 # ---------------------------------------------------------------------- state
 
 
+@dataclass(frozen=True, kw_only=True)
+class Snapshot:
+    """The engine after order-log record ``log_seq`` (edge.market snapshot bytes), and which
+    orders belong to which home."""
+
+    log_seq: int
+    engine: bytes
+    home_orders: Mapping[str, tuple[str, ...]]
+
+
 @dataclass
 class _Pending:
     trade: Trade
@@ -283,6 +294,7 @@ class GatewayCore:
         self.settled_since_batch = 0
         self.last_batch_at = now
         self.batched_log_seq = 0
+        self.replayed_from = 0  # restore: the log position the replay started after
         self._cmd_seq: dict[str, int] = {}
         self._soc_cap = 0  # sum of soc_bp * capacity over fresh meters
         self._cap = 0
@@ -303,16 +315,29 @@ class GatewayCore:
         unbatched: int,
         now: int,
         last_seq: Mapping[tuple[str, str], int] | None = None,
+        snapshot: Snapshot | None = None,
     ) -> tuple[GatewayCore, list[Effect]]:
         """Rebuild the state from the order log and the ledger; return it with the effects of
         the restart rule (void every unsettled, unvoided trade; release its meter).
 
         ``last_seq`` is the highest accepted seq per (meter, topic leaf) as last saved, so that
-        old messages stay refused as replays after a restart."""
+        old messages stay refused as replays after a restart. ``snapshot`` (from
+        :meth:`snapshot`) lets the engine start from its state instead of the log's beginning;
+        it is ignored if the log does not reach it or the market parameters changed."""
         core = cls(config=config, codec=codec, now=now)
         core.last_seq.update(last_seq or {})
         core.batched_log_seq = batched_log_seq
-        for n, record in enumerate(log, start=1):
+        start = 0
+        if snapshot is not None and snapshot.log_seq <= len(log):
+            # A snapshot is used only if the log on disk reaches it (the two are written by
+            # different threads); otherwise the whole log is replayed.
+            engine = Engine.restore(snapshot.engine)
+            if engine.params == config.market_params:
+                core.engine = engine
+                core.home_orders = {h: list(ids) for h, ids in snapshot.home_orders.items()}
+                start = snapshot.log_seq
+        core.replayed_from = start
+        for n, record in enumerate(log[start:], start=start + 1):
             body = {k: v for k, v in record.items() if k != "seq"}
             try:
                 event = parse_event(body, n)
@@ -341,6 +366,14 @@ class GatewayCore:
             core._void(trade.id, "restart", now, out)
         core.settled_since_batch = unbatched
         return core, out
+
+    def snapshot(self) -> Snapshot:
+        """The engine's state after log record :attr:`log_seq`, for a faster restart."""
+        return Snapshot(
+            log_seq=self.log_seq,
+            engine=self.engine.snapshot(),
+            home_orders={h: tuple(ids) for h, ids in self.home_orders.items()},
+        )
 
     # ------------------------------------------------------------------ helpers
 

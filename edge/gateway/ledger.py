@@ -11,6 +11,7 @@ docs/gateway.md ("Ledger schema"); ``PRAGMA user_version`` holds its version and
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -403,6 +404,18 @@ class Ledger:
 
     def save_meter_seqs(self, seqs: Mapping[tuple[str, str], int]) -> None:
         self.set_meta([(f"seq:{meter}:{leaf}", str(seq)) for (meter, leaf), seq in seqs.items()])
+
+    def save_snapshot(self, log_seq: int, engine: bytes, home_orders: Mapping[str, Any]) -> None:
+        """Keep the latest engine snapshot (meta ``snapshot``: JSON with the engine bytes)."""
+        body = {"log_seq": log_seq, "engine": engine.decode(), "home_orders": home_orders}
+        self.set_meta([("snapshot", json.dumps(body))])
+
+    def load_snapshot(self) -> tuple[int, bytes, dict[str, list[str]]] | None:
+        text = self.get_meta("snapshot")
+        if text is None:
+            return None
+        body = json.loads(text)
+        return int(body["log_seq"]), body["engine"].encode(), dict(body["home_orders"])
 
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()

@@ -52,6 +52,7 @@ from edge.gateway.core import (
     Publish,
     Seal,
     Settle,
+    Snapshot,
 )
 from edge.gateway.ledger import Ledger
 from edge.gateway.meterwire import WireCodec
@@ -96,6 +97,17 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"{path} is not an Ed25519 key", key="gateway.signing_key")
     return key
+
+
+def _snapshot(saved: tuple[int, bytes, dict[str, list[str]]] | None) -> Snapshot | None:
+    if saved is None:
+        return None
+    log_seq, engine, home_orders = saved
+    return Snapshot(
+        log_seq=log_seq,
+        engine=engine,
+        home_orders={h: tuple(ids) for h, ids in home_orders.items()},
+    )
 
 
 def _wall_ms() -> int:
@@ -144,6 +156,7 @@ class GatewayService:
             unbatched=len(unbatched),
             now=now,
             last_seq=self.ledger.meter_seqs(),
+            snapshot=_snapshot(self.ledger.load_snapshot()),
         )
         self.outgoing: asyncio.Queue[_Outgoing] = asyncio.Queue()
         self._effect_queue: asyncio.Queue[tuple[list[Effect], asyncio.Future[None]]] = (
@@ -178,6 +191,7 @@ class GatewayService:
             extra={
                 "fields": {
                     "log_seq": self.core.log_seq,
+                    "snapshot_at": self.core.replayed_from,
                     "settled": len(settled),
                     "active_locks": len(self.core.locks),
                     "voided_on_restart": self.core.voids.get("restart", 0),
@@ -302,9 +316,19 @@ class GatewayService:
         self.prover.submit(p.soc_bp, p.threshold_bp, p.reserved_bp, p.context, done)
 
     async def seal(self, reason: str = "manual") -> int | None:
-        """Seal a batch of everything settled and logged since the last; return its seq."""
+        """Seal a batch of everything settled and logged since the last; return its seq.
+
+        Also keeps an engine snapshot in the ledger, so a restart replays only the log after it.
+        """
         first = self.core.batched_log_seq + 1
         now = self.clock()
+        snap = self.core.snapshot()
+        self._ledger_write(
+            self.ledger.save_snapshot,
+            snap.log_seq,
+            snap.engine,
+            {h: list(ids) for h, ids in snap.home_orders.items()},
+        )
         sealed = await self.disk(self._seal_on_disk, first, now)
         if sealed is None:
             return None

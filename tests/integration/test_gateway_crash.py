@@ -8,6 +8,7 @@ order log with edge.market gives exactly the ledger's trades plus the voided one
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -74,7 +75,8 @@ async def test_kill_9_in_settlement_then_restart(
     mosquitto: Broker, topic_prefix: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    data = gateway_config(tmp_path, port=mosquitto.port, prefix=topic_prefix)
+    # Batches (and engine snapshots) every second, so the restart starts from a snapshot.
+    data = gateway_config(tmp_path, port=mosquitto.port, prefix=topic_prefix, batch={"every_s": 1})
     data["api"]["port"] = port
     config = tmp_path / "gateway.toml"
     config.write_text(toml_text(data))
@@ -92,6 +94,7 @@ async def test_kill_9_in_settlement_then_restart(
                 "POST", "/v1/orders", "alice", {"side": "sell", "wh": 5000, "price": 100}
             )
             assert status == 201
+            await asyncio.sleep(1.5)  # a batch is sealed with a snapshot after the sell
             for _ in range(8):
                 status, _ = await api.call(
                     "POST", "/v1/orders", "bob", {"side": "buy", "wh": 100, "price": 300}
@@ -153,4 +156,7 @@ async def test_kill_9_in_settlement_then_restart(
     assert set(rows) == set(matched) - set(voided)
     assert set(rows) & set(voided) == set()
     assert len(rows) == 4  # three before the crash, carol's after the restart
-    assert "restart" in log.read_text()
+    text = log.read_text()
+    assert "restart" in text
+    restored = [json.loads(line) for line in text.splitlines() if '"event": "restored"' in line]
+    assert restored[0]["snapshot_at"] == 0 and restored[1]["snapshot_at"] >= 2

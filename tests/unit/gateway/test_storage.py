@@ -160,3 +160,10 @@ def test_meter_sequence_numbers_are_saved(tmp_path: Path) -> None:
     ledger.save_meter_seqs({("m-a", "state"): 8})
     ledger.close()
     assert Ledger(tmp_path / "l.sqlite3").meter_seqs() == {("m-a", "state"): 8, ("m-a", "ack"): 9}
+
+
+def test_engine_snapshot_is_kept(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    assert ledger.load_snapshot() is None
+    ledger.save_snapshot(12, b'{"format":"x"}', {"alice": ["o1", "o3"]})
+    assert ledger.load_snapshot() == (12, b'{"format":"x"}', {"alice": ["o1", "o3"]})
