@@ -294,6 +294,8 @@ class GatewayCore:
         self.settled_since_batch = 0
         self.last_batch_at = now
         self.batched_log_seq = 0
+        # A seal is outstanding (emitted or begun, not yet recorded): no second Seal effect.
+        self.sealing = False
         self.replayed_from = 0  # restore: the log position the replay started after
         self._cmd_seq: dict[str, int] = {}
         self._soc_cap = 0  # sum of soc_bp * capacity over fresh meters
@@ -633,7 +635,8 @@ class GatewayCore:
         out.append(Settle(record, p.meter.id, export_start))
         out.append(Note("settled", {"trade": t.id, "wh": t.wh, "value": s.value}))
         self.settled_since_batch += 1
-        if self.settled_since_batch >= self.config.batch.max_trades:
+        if self.settled_since_batch >= self.config.batch.max_trades and not self.sealing:
+            self.sealing = True
             out.append(Seal("max_trades"))
 
     # ------------------------------------------------------------------ MQTT input
@@ -824,17 +827,38 @@ class GatewayCore:
             self.interval = current
             self._policies(now, out)
         self._deliveries(now, out)
-        if now - self.last_batch_at >= self.config.batch.every_s * 1000 and (
-            self.log_seq > self.batched_log_seq or self.settled_since_batch
-        ):
-            out.append(Seal("every_s"))
+        if not self.sealing:
+            if self.settled_since_batch >= self.config.batch.max_trades:
+                self.sealing = True
+                out.append(Seal("max_trades"))
+            elif now - self.last_batch_at >= self.config.batch.every_s * 1000 and (
+                self.log_seq > self.batched_log_seq or self.settled_since_batch
+            ):
+                self.sealing = True
+                out.append(Seal("every_s"))
         return out
 
-    def batch_sealed(self, *, log_last: int, now: int) -> None:
-        """The shell sealed a batch covering the log up to ``log_last``."""
+    def begin_seal(self) -> int:
+        """The shell starts sealing: mark a seal outstanding (so neither :meth:`tick` nor a
+        settlement emits another :class:`Seal`) and return the batch's first log seq, the one
+        after the last batch's. Pair with :meth:`batch_sealed` or :meth:`seal_skipped`; the
+        shell runs one seal at a time."""
+        self.sealing = True
+        return self.batched_log_seq + 1
+
+    def batch_sealed(self, *, log_last: int, trades: int, now: int) -> None:
+        """The shell sealed a batch covering the log up to ``log_last`` with ``trades``
+        settled trades (trades settled while it was sealing count towards the next one)."""
         self.batched_log_seq = log_last
-        self.settled_since_batch = 0
+        self.settled_since_batch = max(0, self.settled_since_batch - trades)
         self.last_batch_at = now
+        self.sealing = False
+
+    def seal_skipped(self, *, now: int) -> None:
+        """The shell's seal found nothing to seal on disk, or failed: no seal is outstanding
+        any more; the timer waits a full ``batch.every_s`` before it tries again."""
+        self.last_batch_at = now
+        self.sealing = False
 
     # ------------------------------------------------------------------ policies
 

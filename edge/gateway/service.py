@@ -163,6 +163,7 @@ class GatewayService:
             asyncio.Queue()
         )
         self._busy = False
+        self._seal_lock = asyncio.Lock()  # one seal at a time (see seal)
         self._background: set[asyncio.Task[Any]] = set()
         self.failure: BaseException | None = None
         # One thread appends to the order log, one runs the ledger's transactions and queries:
@@ -316,24 +317,39 @@ class GatewayService:
         self.prover.submit(p.soc_bp, p.threshold_bp, p.reserved_bp, p.context, done)
 
     async def seal(self, reason: str = "manual") -> int | None:
-        """Seal a batch of everything settled and logged since the last; return its seq.
+        """Seal a batch of everything settled and logged since the last; return its seq, or
+        None when there was nothing to seal.
 
-        Also keeps an engine snapshot in the ledger, so a restart replays only the log after it.
+        Single-flight: seals run one at a time (an :class:`asyncio.Lock`), and the core knows a
+        seal is outstanding from :meth:`GatewayCore.begin_seal` until
+        :meth:`GatewayCore.batch_sealed` / :meth:`GatewayCore.seal_skipped`, so its timer and
+        settlements emit no second :class:`Seal` meanwhile. The batch's first log seq is taken
+        and the seal recorded under the lock, so consecutive batches' log slices always join
+        (``log_first`` = previous ``log_last`` + 1) however fast the clock runs. Call it
+        directly for a seal on demand (it waits for a seal in progress, then seals what is
+        left). Also keeps an engine snapshot in the ledger, so a restart replays only the log
+        after it.
         """
-        first = self.core.batched_log_seq + 1
-        now = self.clock()
-        snap = self.core.snapshot()
-        self._ledger_write(
-            self.ledger.save_snapshot,
-            snap.log_seq,
-            snap.engine,
-            {h: list(ids) for h, ids in snap.home_orders.items()},
-        )
-        sealed = await self.disk(self._seal_on_disk, first, now)
-        if sealed is None:
-            return None
-        seq, last_seq, n_trades = sealed
-        self.core.batch_sealed(log_last=last_seq, now=now)
+        async with self._seal_lock:
+            first = self.core.begin_seal()
+            now = self.clock()
+            try:
+                snap = self.core.snapshot()
+                self._ledger_write(
+                    self.ledger.save_snapshot,
+                    snap.log_seq,
+                    snap.engine,
+                    {h: list(ids) for h, ids in snap.home_orders.items()},
+                )
+                sealed = await self.disk(self._seal_on_disk, first, now)
+            except BaseException:
+                self.core.seal_skipped(now=now)
+                raise
+            if sealed is None:
+                self.core.seal_skipped(now=now)
+                return None
+            seq, last_seq, n_trades = sealed
+            self.core.batch_sealed(log_last=last_seq, trades=n_trades, now=now)
         self.outbox_wake.set()
         log.info(
             "batch_sealed",

@@ -283,12 +283,9 @@ def _gateway_document(
         "locks": {"timeout_ms": 20_000},
         # Telemetry is stamped at interval boundaries on the simulated clock.
         "telemetry": {"max_age_s": INTERVAL_S, "max_future_s": 5, "stale_after_s": INTERVAL_S * 2},
-        # The simulation asks for a batch every two simulated hours (BATCH_INTERVALS) instead of
-        # the gateway's own timer: edge.gateway.service.seal reads the log position before its
-        # disk call and records the seal after it, so the timer's next tick, 10 ms later on the
-        # compressed clock, starts a second seal over the same log slice (the coordinator then
-        # refuses the chain). Sequential seals from here avoid that race.
-        "batch": {"every_s": 366 * 86_400, "max_trades": 1_000_000},
+        # The gateway's own batch timer, on the simulated clock: a batch every two simulated
+        # hours (and at max_trades, its default); the simulation seals the rest at the end.
+        "batch": {"every_s": BATCH_INTERVALS * INTERVAL_S},
         "coordinator": {"url": coordinator_url, "backoff_initial_s": 0.2, "backoff_max_s": 2},
         "meters": [
             {
@@ -601,8 +598,6 @@ async def _live_path(
                         export_wh=f.export_wh + f.delivered_wh,
                         seconds=INTERVAL_S,
                     )
-                if (k + 1) % BATCH_INTERVALS == 0 and k + 1 < hood.intervals:
-                    await _seal(service, "every_2h")
                 progress.update(1)
         progress.close()
         await _seal(service, "end")

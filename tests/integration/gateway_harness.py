@@ -91,8 +91,12 @@ def toml_text(data: dict[str, Any]) -> str:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(config: GatewayConfig) -> AsyncIterator[GatewayService]:
-    service = GatewayService(config=config, tick_s=0.05, handle_signals=False)
+async def running_gateway(
+    config: GatewayConfig, *, clock: Any = None, tick_s: float = 0.05
+) -> AsyncIterator[GatewayService]:
+    """The service running in-process (``clock``: ms since the epoch, wall time by default)."""
+    extra = {} if clock is None else {"clock": clock}
+    service = GatewayService(config=config, tick_s=tick_s, handle_signals=False, **extra)
     task = asyncio.create_task(service.run())
     async with asyncio.timeout(10):
         await service.ready.wait()

@@ -384,6 +384,44 @@ def test_batch_sealed_after_max_trades() -> None:
     assert of(core2.tick(now=T0 + 61_000), Seal) != []
 
 
+def test_one_seal_outstanding_at_a_time() -> None:
+    """A Seal effect is not emitted again until the shell records the seal (or skips it), even
+    when the timer keeps firing and settlements reach ``max_trades`` meanwhile."""
+    core = new_core(make_config(batch={"every_s": 60, "max_trades": 1}))
+    core.place(home="bob", side="buy", wh=5, price=5, interval=None, now=T0)
+    assert [s.reason for s in of(core.tick(now=T0 + 61_000), Seal)] == ["every_s"]
+    first = core.begin_seal()  # the shell starts the seal the effect asked for
+    assert first == 1
+    for dt in (61_010, 122_000, 500_000):  # later ticks, the seal still on disk
+        assert of(core.tick(now=T0 + dt), Seal) == []
+    core.place(home="bob", side="buy", wh=6, price=5, interval=None, now=T0 + 500_001)
+    core.batch_sealed(log_last=1, trades=0, now=T0 + 500_002)
+    assert core.begin_seal() == 2 and core.batched_log_seq == 1  # the next slice joins on
+    core.seal_skipped(now=T0 + 500_003)
+    assert of(core.tick(now=T0 + 500_004), Seal) == []  # a skipped seal backs off every_s
+    assert [s.reason for s in of(core.tick(now=T0 + 560_003), Seal)] == ["every_s"]
+
+
+def test_settlement_during_a_seal_emits_no_second_seal() -> None:
+    core = new_core(make_config(batch={"max_trades": 1}))
+    core.begin_seal()  # e.g. a seal on demand is in progress
+    report(core, "m-a", seq=1, now=T0, soc_bp=8000, export_wh=5000)
+    core.place(home="alice", side="sell", wh=1000, price=120, interval=None, now=T0)
+    _, e = core.place(home="bob", side="buy", wh=600, price=150, interval=None, now=T0 + 1)
+    (p,) = of(e, Prove)
+    commitment, proof = prove(p)
+    core.proof_ready(trade="t1", commitment=commitment, proof=proof, now=T0 + 10)
+    settled = core.on_message(
+        topic=f"{PREFIX}/m-a/ack", payload=ack(KEY_A, "m-a", seq=2, trade="t1"), now=T0 + 20
+    )
+    assert of(settled, Settle) != [] and of(settled, Seal) == []
+    # The seal in progress read the ledger before this settlement: it stays counted, and the
+    # next tick after the seal is recorded asks for the batch it is due.
+    core.batch_sealed(log_last=core.log_seq, trades=0, now=T0 + 30)
+    assert core.settled_since_batch == 1
+    assert [s.reason for s in of(core.tick(now=T0 + 40), Seal)] == ["max_trades"]
+
+
 def test_restart_voids_unsettled_trades_deterministically(config: GatewayConfig) -> None:
     core = new_core(config)
     report(core, "m-a", seq=1, now=T0, soc_bp=8000)
