@@ -113,6 +113,14 @@ class Meter:
 
     # -- commands ---------------------------------------------------------------------------
 
+    def busy(self, cmd, op, trade, now):
+        """(topic, payload) of the ``busy`` ack of a command the inbox had no room for.
+
+        ``cmd``, ``op``, ``trade``: what wire.peek_command read from it (unverified; the
+        command was not checked and changes nothing, docs/wire.md "Inbox").
+        """
+        return self._ack(now, cmd, op, trade, wire.BUSY)
+
     def handle(self, payload, now):
         """Check and carry out one command; return [(topic, payload)] to publish (ack first).
 

@@ -3,8 +3,17 @@
 ``Runner(hal, root).step()`` does one bounded slice of work and returns how many ms to wait
 before the next call; ``run()`` loops it on the board. Hosts that drive time themselves (the
 MicroPython VM under Node, the CPython virtual meter) call ``step()`` directly. All timers use
-``hal.ticks_diff`` (wraparound-safe); the inbox is a fixed-size ring; reconnects back off
-exponentially with jitter, capped.
+``hal.ticks_diff`` (wraparound-safe); reconnects back off exponentially with jitter, capped.
+
+Inbox (docs/wire.md, "Inbox"): commands wait in a preallocated ring of ``INBOX`` payloads.
+``check_msg()`` (which reads at most one message, as umqtt.simple's does) is only called while
+the ring has room, so a burst waits in the socket and at the broker. A QoS 1 ``publish()``
+cannot stop reading: umqtt.simple hands every PUBLISH that arrives before its PUBACK to the
+callback and PUBACKs it as soon as the callback returns. A command that arrives then with the
+ring full is refused: its (seq, kind, trade) goes to a second preallocated ring of ``BUSY``
+entries and is answered with a ``busy`` ack. If that ring is full too the callback raises
+OSError before the PUBACK: the connection is dropped (the broker publishes the last will) and
+the Runner reconnects. No command is dropped without an ack or a lost connection.
 
 The hal (device/hal.py on the board) provides: init(cfg), ticks_ms(), ticks_diff(a, b),
 ticks_add(a, b), sleep_ms(ms), epoch() (Unix s), random_below(n), read_soc_bp(), read_power_w(),
@@ -15,11 +24,13 @@ mqtt_client(client_id, host, port, user, password, keepalive) (umqtt.simple's AP
 import gc
 import sys
 
-from ngmeter import config
+from ngmeter import config, wire
 from ngmeter.meter import Meter
 from ngmeter.store import Store
 
-INBOX = 4  # commands buffered between check_msg() and handling; more are dropped (and counted)
+INBOX = 4  # commands read and waiting to be handled (a ring of payloads)
+BUSY = 16  # commands refused with `busy`, waiting for their ack (a ring of (kind, seq, trade))
+DRAIN = INBOX + BUSY  # most entries handled per step (the rest wait for the next step)
 SLICE_MS = 50  # poll period while connected
 # MicroPython needs gc.collect() between bursts to keep its heap unfragmented; CPython frees by
 # reference counting and its gc.collect() is a full pass over every object in the process.
@@ -39,8 +50,13 @@ class Runner:
         self.meter = Meter(self.cfg, self.store)
         self.client = None
         self.inbox = [None] * INBOX
+        self.inbox_head = 0
         self.inbox_len = 0
-        self.dropped = 0
+        self.refused = [None] * BUSY
+        self.refused_head = 0
+        self.refused_len = 0
+        self.busy = 0  # commands refused with `busy` (counted)
+        self.overflows = 0  # connections dropped because both rings were full
         self.failures = 0  # consecutive failed connects
         self.connects = 0
         self.retry_at = hal.ticks_ms()
@@ -53,11 +69,39 @@ class Runner:
     # -- MQTT -------------------------------------------------------------------------------
 
     def _on_message(self, topic, msg):
-        if self.inbox_len == INBOX:
-            self.dropped += 1
+        if self.inbox_len < INBOX:
+            self.inbox[(self.inbox_head + self.inbox_len) % INBOX] = msg
+            self.inbox_len += 1
             return
-        self.inbox[self.inbox_len] = msg
-        self.inbox_len += 1
+        if self.refused_len < BUSY:
+            self.refused[(self.refused_head + self.refused_len) % BUSY] = wire.peek_command(msg)
+            self.refused_len += 1
+            self.busy += 1
+            return
+        # Raising before umqtt sends the PUBACK: the broker never sees this command acknowledged
+        # and the connection is dropped (last will), never a silent loss.
+        self.overflows += 1
+        raise OSError("inbox full")
+
+    def _take(self):
+        msg, self.inbox[self.inbox_head] = self.inbox[self.inbox_head], None
+        self.inbox_head = (self.inbox_head + 1) % INBOX
+        self.inbox_len -= 1
+        return msg
+
+    def _take_refused(self):
+        entry, self.refused[self.refused_head] = self.refused[self.refused_head], None
+        self.refused_head = (self.refused_head + 1) % BUSY
+        self.refused_len -= 1
+        return entry
+
+    def _read_inbox(self):
+        # One message per check_msg(); stop while the ring is full (the rest waits in the socket).
+        while self.inbox_len < INBOX:
+            before = self.inbox_len
+            self.client.check_msg()
+            if self.inbox_len == before:
+                return
 
     def backoff_ms(self):
         """Capped exponential backoff with equal jitter: [d/2, d], d = min(cap, base * 2^n)."""
@@ -141,14 +185,21 @@ class Runner:
                 self._drop(err)
                 return 0
         try:
-            self.client.check_msg()
-            if self.inbox_len:
+            self._read_inbox()
+            if self.inbox_len or self.refused_len:
                 self._read_battery()
-                for i in range(self.inbox_len):
-                    msg, self.inbox[i] = self.inbox[i], None
-                    for topic, payload in meter.handle(msg, now):
-                        self._publish(topic, payload)
-                self.inbox_len = 0
+                # Messages arriving during the acks' publishes join the rings and are handled
+                # in this loop too; at most DRAIN per step so telemetry and the watchdog go on.
+                for _ in range(DRAIN):
+                    if self.inbox_len:
+                        for topic, payload in meter.handle(self._take(), now):
+                            self._publish(topic, payload)
+                    elif self.refused_len:
+                        op, cmd, trade = self._take_refused()
+                        self._publish(*meter.busy(cmd, op, trade, now))
+                    else:
+                        break
+                    hal.feed()
                 if COLLECT:
                     gc.collect()
             for trade, topic, payload in meter.due(now):

@@ -30,6 +30,7 @@ WRONG_METER = "wrong_meter"
 UNKNOWN_TRADE = "unknown_trade"
 CONFLICT = "conflict"
 TOO_MANY_LOCKS = "too_many_locks"
+BUSY = "busy"  # the meter's inbox was full: the command was not read (docs/wire.md, "Inbox")
 
 # Fields of each kind, mac excluded (docs/wire.md). Commands come from the gateway.
 FIELDS = {
@@ -156,13 +157,24 @@ def open_payload(key, payload):
 
 def peek(payload):
     """Best-effort (kind, seq) of a payload that failed to open, for the refusal ack."""
+    kind, seq, _ = peek_command(payload)
+    return (kind, seq)
+
+
+def peek_command(payload):
+    """Best-effort (kind, seq, trade) of a payload, unverified: what a refusal ack echoes."""
     try:
         fields = json.loads(payload)
         kind = fields.get("kind")
         seq = fields.get("seq")
-        return (kind if safe_str(kind) else "", seq if type(seq) is int else 0)
+        trade = fields.get("trade", "")
+        return (
+            kind if safe_str(kind) else "",
+            seq if type(seq) is int else 0,
+            trade if safe_str(trade) else "",
+        )
     except Exception:
-        return ("", 0)
+        return ("", 0, "")
 
 
 def state(meter, seq, ts, soc_bp, import_wh, export_wh, power_w, locked_wh, fw):

@@ -78,6 +78,7 @@ REASONS: Final = frozenset(
         "unknown_trade",
         "conflict",
         "too_many_locks",
+        "busy",  # the meter's inbox was full; the command was not read (docs/wire.md, "Inbox")
     }
 )
 

@@ -15,6 +15,7 @@ and ``state.json`` (seq block, counters, locks), so a restart continues where it
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import itertools
@@ -127,8 +128,12 @@ def load_trace(path: Path) -> tuple[tuple[int, int, int], ...]:
 class PahoClient:
     """umqtt.simple's MQTTClient API over paho-mqtt, driven synchronously (no paho thread).
 
-    Like umqtt: connect() returns after CONNACK, publish(qos=1) after PUBACK, check_msg()
-    handles what has arrived; each raises OSError when the connection fails.
+    Like umqtt: connect() returns after CONNACK, publish(qos=1) after PUBACK and hands the
+    callback every message that arrives before it, check_msg() hands it at most one message;
+    each raises OSError when the connection fails. As umqtt does, a QoS 1 message is
+    PUBACKed only after the callback returns (paho's ``manual_ack``), never if it raises.
+    Messages paho has read but not yet handed over wait here unacknowledged, as bytes wait in
+    a board's socket; the broker sends at most its ``max_inflight_messages`` of them.
     """
 
     TIMEOUT_S = 5.0
@@ -137,20 +142,32 @@ class PahoClient:
         self, client_id: str, host: str, port: int, user: str, password: str, keepalive: int
     ) -> None:
         self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=True,
+            manual_ack=True,
         )
         if user:
             self._client.username_pw_set(user, password or None)
         self._host, self._port, self._keepalive = host, port, keepalive
         self._cb: Callable[[bytes, bytes], None] | None = None
         self._connected: int | None = None  # reason code once CONNACK arrived
+        self._waiting: collections.deque[mqtt.MQTTMessage] = collections.deque()
         self._client.on_message = self._on_message
         self._client.on_connect = self._on_connect
         self.sock = self
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._waiting.append(msg)
+
+    def _deliver(self) -> bool:
+        if not self._waiting:
+            return False
+        msg = self._waiting.popleft()
         if self._cb is not None:
             self._cb(msg.topic.encode(), msg.payload)
+        self._check(self._client.ack(msg.mid, msg.qos))
+        return True
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         self._connected = int(rc.value) if hasattr(rc, "value") else int(rc)
@@ -203,20 +220,26 @@ class PahoClient:
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise OSError(f"mqtt: {mqtt.error_string(info.rc)}")
         deadline = time.monotonic() + self.TIMEOUT_S
-        while not info.is_published():
+        while True:
+            while self._deliver():  # umqtt's wait_msg() loop before the PUBACK
+                pass
+            if info.is_published():
+                return
             if time.monotonic() > deadline:
                 raise OSError("mqtt: no PUBACK")
             self._loop(0.05)
 
     def check_msg(self) -> None:
-        self._loop(0)
+        if not self._waiting:
+            self._loop(0)
+        self._deliver()
 
     def ping(self) -> None:
         self._loop(0)  # paho sends PINGREQ itself from its loop
 
     def wait(self, timeout: float) -> None:
         """Block up to ``timeout`` s for network activity (the host's idle)."""
-        self._loop(timeout)
+        self._loop(0 if self._waiting else timeout)
 
     def close(self) -> None:
         sock = self._client.socket()

@@ -216,6 +216,8 @@ class FakeClient:
 
     def connect(self, clean_session=True):
         self._check()
+        # A clean session: what the broker had not delivered to the last one is gone.
+        del self.broker.pending[:]
         self.broker.connects += 1
 
     def subscribe(self, topic, qos=0):
@@ -225,15 +227,25 @@ class FakeClient:
     def publish(self, topic, msg, retain=False, qos=0):
         self._check()
         self.broker.published.append((topic, bytes(msg), retain, qos))
+        if qos == 1:
+            # umqtt.simple waits for the PUBACK in wait_msg(), handing every PUBLISH that
+            # arrives first to the callback: here, everything the broker already holds.
+            while self._deliver():
+                pass
 
-    def check_msg(self):
-        self._check()
+    def _deliver(self):
         subscribed = [t for t, q in self.broker.subscriptions]
         while self.broker.pending:
             topic, payload = self.broker.pending.pop(0)
             if topic in subscribed:
                 self.cb(topic.encode(), payload)
-                return
+                return True
+        return False
+
+    def check_msg(self):
+        # umqtt.simple reads at most one message per call
+        self._check()
+        self._deliver()
 
     def ping(self):
         self._check()
@@ -264,7 +276,6 @@ class BridgeClient:
         self.cb = None
         self.will = None
         self.lost = None
-        self.pending = []
         self.sock = self  # Runner closes client.sock on errors
 
     def _op(self, **fields):
@@ -285,32 +296,37 @@ class BridgeClient:
         self._op(op="subscribe", topic=topic, qos=qos)
 
     def publish(self, topic, msg, retain=False, qos=0):
-        self._drain()
+        if qos == 1:
+            # umqtt.simple hands every PUBLISH that arrives before its PUBACK to the callback;
+            # the bridge does not wait for the PUBACK, so: every message already waiting.
+            while self._next():
+                pass
+        elif self.lost is not None:
+            raise OSError(self.lost)
         self._op(op="publish", topic=topic, payload=msg.decode(), retain=retain, qos=qos)
 
     def ping(self):
         self._op(op="ping")
 
-    def _drain(self):
-        # Read every line the host sent; messages wait in a bounded list (as in a socket
-        # buffer, the excess is lost); a lost connection raises.
-        while True:
+    def _next(self):
+        # Read host lines up to the next message and hand it to the callback (True), or
+        # return False when nothing is waiting. Unread lines stay with the host, as unread
+        # bytes stay in a socket: nothing is dropped here. A lost connection raises.
+        while self.lost is None:
             line = self.poll()
             if line is None:
-                break
+                return False
             ev = json.loads(line)
             if ev["ev"] == "lost":
                 self.lost = ev.get("error", "connection lost")
-            elif ev["ev"] == "message" and len(self.pending) < 8:
-                self.pending.append(ev)
-        if self.lost is not None:
-            raise OSError(self.lost)
+            elif ev["ev"] == "message":
+                self.cb(ev["topic"].encode(), ev["payload"].encode())
+                return True
+        raise OSError(self.lost)
 
     def check_msg(self):
-        self._drain()
-        if self.pending:
-            ev = self.pending.pop(0)
-            self.cb(ev["topic"].encode(), ev["payload"].encode())
+        # At most one message per call, as umqtt.simple's check_msg()
+        self._next()
 
     def close(self):
         if self.lost is None:

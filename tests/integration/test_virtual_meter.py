@@ -159,6 +159,50 @@ def test_meter_reports_and_honours_a_lock(
     assert gateway.next("status") == (b"offline", False)
 
 
+def test_a_burst_of_commands_is_acked_every_one(
+    mosquitto: Broker, gateway: Gateway, mode: str, tmp_path: Path
+) -> None:
+    """Twenty commands published back to back (five times the meter's inbox): every one gets
+    exactly one ack, ``ok`` or ``busy``; the meter stays connected (no will, no overflow)."""
+    gw_id = gateway.base.split("/")[1]
+    config = meter_config(mosquitto, "m-1", gw_id) | {"report_s": 60}
+    sim = SimSettings(soc_bp=8000, pv_w=0, load_w=0)
+    with VirtualMeter(config=config, flash=tmp_path / "flash", sim=sim, vm=mode == "vm") as vm:
+        assert gateway.next("status")[0] == b"online"
+        gateway.parsed("state", wire.Telemetry)
+        now = int(time.time())
+        commands = [
+            wire.build_lock(
+                key=KEY,
+                meter="m-1",
+                seq=n,
+                ts=now,
+                exp=now + 60,
+                trade=f"t-{n}",
+                wh=10,
+                start=now + 600,
+                end=now + 1200,
+            )
+            if n <= 6
+            else wire.build_ping(key=KEY, meter="m-1", seq=n, ts=now, exp=now + 60)
+            for n in range(1, 21)
+        ]
+        sent = [
+            gateway.client.publish(f"{gateway.base}/cmd", c, qos=1, retain=False) for c in commands
+        ]
+        for info in sent:
+            info.wait_for_publish(5)
+        got = [gateway.parsed("ack", wire.Ack) for _ in commands]
+        assert sorted(a.cmd for a in got) == list(range(1, 21))
+        assert {a.reason for a in got} <= {"ok", "busy"}
+        assert all(a.trade == f"t-{a.cmd}" for a in got if a.cmd <= 6)
+        assert vm.error is None
+        with pytest.raises(queue.Empty):  # nothing on status: the meter never went offline
+            while True:
+                topic, payload, _ = gateway.messages.get(timeout=0.5)
+                assert not topic.endswith("/status"), payload
+
+
 def test_cli_runs_a_virtual_meter(mosquitto: Broker, gateway: Gateway, tmp_path: Path) -> None:
     gw_id = gateway.base.split("/")[1]
     config = meter_config(mosquitto, "m-1", gw_id) | {"broker_port": 1}

@@ -37,7 +37,8 @@ def session(root, cfg, battery, epoch_s, actions, tmp_garbage=False):
     """Boot the firmware on ``root`` (its flash) and play ``actions``; return what it did.
 
     ``battery``: {capacity_wh, soc_bp, pv_w, load_w, lock_export_w}. Actions: ["cmd", payload]
-    (deliver a command, then one step), ["steps", n, ms] (n times: advance ms, step),
+    (deliver a command, then one step), ["burst", [payload, ...]] (all reach the broker back to
+    back, then one step), ["steps", n, ms] (n times: advance ms, step),
     ["net", 0|1] (broker reachable), ["soc", bp]. ``tmp_garbage`` leaves a half-written
     state.tmp first, as a power cut in the middle of a save would.
     """
@@ -66,6 +67,10 @@ def session(root, cfg, battery, epoch_s, actions, tmp_garbage=False):
         if op == "cmd":
             broker.inject(cmd_topic, action[1].encode())
             runner.step()
+        elif op == "burst":
+            for payload in action[1]:
+                broker.inject(cmd_topic, payload.encode())
+            runner.step()
         elif op == "steps":
             for _ in range(action[1]):
                 clock.advance(action[2])
@@ -89,7 +94,9 @@ def session(root, cfg, battery, epoch_s, actions, tmp_garbage=False):
         "boot_store": boot_store,
         "store": _store_view(runner.store),
         "writes": runner.store.writes,
-        "dropped": runner.dropped,
+        "busy": runner.busy,
+        "overflows": runner.overflows,
+        "waiting": runner.inbox_len + runner.refused_len + len(broker.pending),
     }
 
 
@@ -204,7 +211,8 @@ def memory_result():
         "peak": _mem["peak"],
         "after_collect": _mem["floor"],
         "handled": _mem["handled"],
-        "dropped": _mem["runner"].dropped,
+        "busy": _mem["runner"].busy,
+        "overflows": _mem["runner"].overflows,
         "refusals": _mem["runner"].meter.refusals,
     }
 
