@@ -59,7 +59,14 @@ from edge.gateway.meterwire import WireCodec
 from edge.gateway.orderlog import OrderLog
 from edge.gateway.prover import ProofWorker, make_proof
 
-__all__ = ["GatewayService", "JsonFormatter", "load_signing_key", "make_proof", "run_gateway"]
+__all__ = [
+    "GatewayService",
+    "JsonFormatter",
+    "LockView",
+    "load_signing_key",
+    "make_proof",
+    "run_gateway",
+]
 # make_proof is re-exported for callers that prove outside the service (tests, tools).
 
 log = logging.getLogger("ngrid.gateway")
@@ -112,6 +119,20 @@ def _snapshot(saved: tuple[int, bytes, dict[str, list[str]]] | None) -> Snapshot
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class LockView:
+    """A settled trade's lock on its seller's meter, awaiting its delivery decision (Wh; price
+    in ticks per kWh; ``interval`` the delivery interval's number)."""
+
+    trade: str
+    meter: str
+    seller: str
+    buyer: str
+    wh: int
+    price: int
+    interval: int
 
 
 @dataclass
@@ -387,6 +408,80 @@ class GatewayService:
             deliveries=[d.trade for d in deliveries],
         )
         return seq, last_seq, len(trades)
+
+    # ------------------------------------------------------------------ observing
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing is in hand: no trade between match and settlement (awaiting its
+        seller's telemetry, its proof or its lock's ack), no effects queued or being performed,
+        no seal in progress. Telemetry, orders or a timer tick can make it busy again at once;
+        poll it while driving the meters, then :meth:`quiesce` before reading the ledger."""
+        return (
+            not self.core.pending
+            and self._effect_queue.empty()
+            and not self._busy
+            and not self._background
+            and not self._seal_lock.locked()
+        )
+
+    async def quiesce(self) -> None:
+        """Wait until every effect the core returned before this call is performed, every seal
+        started meanwhile is done, and the ledger transactions they queued are committed; then
+        :meth:`disk` reads see all of it. It does not wait for trades awaiting a meter (see
+        :attr:`idle`): their acks must still arrive. Not to be awaited inside :meth:`seal`."""
+        assert self._loop is not None
+        marker: asyncio.Future[None] = self._loop.create_future()
+        self._effect_queue.put_nowait(([], marker))  # effects run in order: a no-op marker
+        await marker
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        async with self._seal_lock:  # a seal on demand in progress
+            pass
+        await self.disk(lambda: None)  # the ledger thread runs its calls in order
+
+    @property
+    def interval(self) -> int:
+        """The delivery interval the gateway has opened (``now // (interval_s * 1000)`` at its
+        last tick): the ones before are closed and its standing policies have run."""
+        return self.core.interval
+
+    @property
+    def reference_price(self) -> int | None:
+        """The current reference price, ticks per kWh (None before any verified telemetry)."""
+        return self.core.engine.reference_price
+
+    def telemetry_seq(self, meter: str) -> int | None:
+        """The seq of ``meter``'s last accepted telemetry, or None if none was accepted."""
+        tel = self.core.telemetry.get(meter)
+        return None if tel is None else tel.seq
+
+    def locks(self, *, interval: int | None = None) -> list[LockView]:
+        """Settled trades whose delivery is not decided yet (all, or those of ``interval``),
+        in settlement order."""
+        out = []
+        for lock in self.core.locks.values():
+            if interval is not None and lock.interval != interval:
+                continue
+            trade = self.core.engine.trade(lock.trade)
+            if trade is None:  # cannot happen: a lock's trade was matched by this engine
+                raise GatewayError(f"lock {lock.trade} has no trade in the market")
+            out.append(
+                LockView(
+                    trade=lock.trade,
+                    meter=lock.meter,
+                    seller=lock.seller,
+                    buyer=trade.buyer,
+                    wh=lock.wh,
+                    price=trade.price,
+                    interval=lock.interval,
+                )
+            )
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """The core's status (docs/gateway.md ``GET /v1/status``, without the disk's part)."""
+        return self.core.status()
 
     # ------------------------------------------------------------------ tasks
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import inspect
 import json
 import logging
 import os
@@ -445,7 +444,6 @@ async def _live_path(
     clearing: list[float | None] = [None] * hood.intervals
     reference: list[int | None] = [None] * hood.intervals
     app_orders = manual_orders = 0
-    core = service.core
 
     async def pump(until: Callable[[], bool], *, timeout: float, what: str) -> None:
         """Step every meter's firmware until ``until()`` holds."""
@@ -457,13 +455,13 @@ async def _live_path(
                         return
                     await asyncio.sleep(0.002)
         except TimeoutError:
-            refused = dict(core.refusals)
+            refused = service.status()["refusals"]
             raise SimulationError(
                 f"timed out waiting for {what} (gateway refusals: {refused or 'none'})"
             ) from None
 
     def seqs() -> dict[str, int]:
-        return {m: (t.seq if (t := core.telemetry.get(m)) else -1) for m in meter_ids}
+        return {m: (s if (s := service.telemetry_seq(m)) is not None else -1) for m in meter_ids}
 
     try:
         await _until(
@@ -539,15 +537,15 @@ async def _live_path(
                 clock.jump(start_k, cap=start_k + interval_ms - 2000)
                 await pump(
                     lambda n=interval_no: (
-                        core.interval == n  # type: ignore[misc]
-                        and not any(lk.interval < n for lk in core.locks.values())
+                        service.interval == n  # type: ignore[misc]
+                        and not any(lk.interval < n for lk in service.locks())
                     ),
                     timeout=30,
                     what="the gateway's interval tick and delivery decisions",
                 )
                 if k == hood.intervals:
                     break
-                reference[k] = core.engine.reference_price or None
+                reference[k] = service.reference_price or None
                 # 3. homes without a battery bid for their shortfall through the API; manual
                 #    sellers offer by hand in the evening
                 for home in homes:
@@ -569,9 +567,9 @@ async def _live_path(
                                 manual_orders += 1
                 # 4. proofs, lock commands, the firmware's acks: until each trade is settled
                 #    or voided
-                await pump(lambda: not core.pending, timeout=90, what="locks to be acknowledged")
+                await pump(lambda: service.idle, timeout=90, what="locks to be acknowledged")
                 # 5. physics: sellers deliver what their settled trades require
-                locks = [lk for lk in core.locks.values() if lk.interval == interval_no]
+                locks = service.locks(interval=interval_no)
                 sold: dict[str, int] = {}
                 for lk in locks:
                     sold[lk.seller] = sold.get(lk.seller, 0) + lk.wh
@@ -579,14 +577,11 @@ async def _live_path(
                 received: dict[str, int] = {}
                 wh_sum = price_sum = 0
                 for lk in locks:  # settlement order, as the gateway shares them out
-                    trade = core.engine.trade(lk.trade)
-                    if trade is None:
-                        raise SimulationError(f"settled trade {lk.trade} is not in the market")
                     got = min(lk.wh, left[lk.seller])
                     left[lk.seller] -= got
-                    received[trade.buyer] = received.get(trade.buyer, 0) + got
+                    received[lk.buyer] = received.get(lk.buyer, 0) + got
                     wh_sum += lk.wh
-                    price_sum += lk.wh * trade.price
+                    price_sum += lk.wh * lk.price
                 flows = hood.step(sold=sold, received=received)
                 traded_wh[k] = wh_sum
                 clearing[k] = price_sum / wh_sum if wh_sum else None
@@ -600,15 +595,18 @@ async def _live_path(
                     )
                 progress.update(1)
         progress.close()
-        await _seal(service, "end")
+        # The rest of the run in one last batch, once what the gateway has in hand is done.
+        await service.quiesce()
+        await service.seal("end")
+        await service.quiesce()
         ledger = service.ledger
         deadline = time.monotonic() + 120
-        while await _on_disk(service, ledger.outbox):
+        while await service.disk(ledger.outbox):
             if time.monotonic() > deadline:
                 raise SimulationError("timed out waiting for the batches to upload")
             await asyncio.sleep(0.05)
-        totals = await _on_disk(service, ledger.totals)
-        statements = {h.id: await _on_disk(service, ledger.statement, h.id) for h in homes}
+        totals = await service.disk(ledger.totals)
+        statements = {h.id: await service.disk(ledger.statement, h.id) for h in homes}
         stages["meters"] += f"; lock refusals by the firmware: {fleet.refusals()}"
     except FleetError as err:
         raise SimulationError(f"the meters failed: {err}") from None
@@ -653,32 +651,6 @@ async def _live_path(
             receipts_path=out / "coordinator" / "receipts.jsonl",
         )
     return result
-
-
-async def _flush(service: Any) -> None:
-    """Wait until the gateway has performed every effect queued so far (its effects run in
-    order, so a marker effect's completion means the ones before it are done)."""
-    from edge.gateway.core import Note
-
-    done = service.perform([Note("simulation_flush", {})])
-    if inspect.isawaitable(done):
-        await done
-
-
-async def _seal(service: Any, reason: str) -> None:
-    """Have the gateway seal a batch of what it has settled and logged, once its queued
-    effects are done."""
-    await _flush(service)
-    sealed = service.seal(reason)
-    if inspect.isawaitable(sealed):
-        await sealed
-    await _flush(service)
-
-
-async def _on_disk(service: Any, fn: Callable[..., Any], *args: Any) -> Any:
-    """Call a ledger method where the gateway allows it (its disk thread, if it has one)."""
-    disk = getattr(service, "disk", None)
-    return fn(*args) if disk is None else await disk(fn, *args)
 
 
 async def _order(
