@@ -8,7 +8,7 @@ Thin click wrappers: each command parses its options, calls one typed function
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import click
@@ -115,6 +115,10 @@ def gateway_command(
     click.echo(f"  signing key   {bundle.record.key_fingerprint} (Ed25519)")
     click.echo(f"  broker        {bundle.record.broker_host}:{bundle.record.broker_port}")
     click.echo(f"  meters        {len(bundle.meters)} in the password file and ACL")
+    click.echo(
+        f"  homes         {len(bundle.record.home_tokens)} with an API token in "
+        f"{bundle.path(PurePosixPath('/etc/ngrid/gateway.toml'))}"
+    )
     click.echo(f"  registration  {bundle.directory / 'registration.json'} -> send to coordinator")
     click.echo(f"  inventory     {inventory.path}")
 
@@ -150,6 +154,8 @@ def list_command(ctx: click.Context) -> None:
             f"gateway {gw.id}  key {gw.key_fingerprint}  broker {gw.broker_host}:"
             f"{gw.broker_port}  by {gw.provisioned_by} at {gw.provisioned_at}"
         )
+        for home, token_fingerprint in sorted(gw.home_tokens.items()):
+            click.echo(f"  home {home}  API token {token_fingerprint}")
         for m in inventory.meters(gateway=gw.id):
             click.echo(
                 f"  meter {m.id}  key {m.key_fingerprint}  owner {m.owner}  "

@@ -4,7 +4,7 @@
 system, so installing it is one copy (``sudo cp -r bundle/root/. /``, see docs/provisioning.md)::
 
     <bundle>/registration.json                       for the coordinator (signed, no secret)
-    <bundle>/root/etc/ngrid/gateway.toml             0600: settings, broker password
+    <bundle>/root/etc/ngrid/gateway.toml             0600: settings, broker password, homes' tokens
     <bundle>/root/etc/ngrid/gateway.key              0600: Ed25519 private key (PKCS#8 PEM)
     <bundle>/root/etc/ngrid/gateway.pub              Ed25519 public key (PEM)
     <bundle>/root/etc/ngrid/meters.json              0600: the meter registry (`provision export`)
@@ -15,8 +15,9 @@ system, so installing it is one copy (``sudo cp -r bundle/root/. /``, see docs/p
     <bundle>/root/etc/mosquitto/ngrid/acl            each meter confined to its own topics
     <bundle>/root/etc/mosquitto/ngrid/certs/         copies of the TLS files, when given
 
-Re-running is safe: the key pair and the gateway's broker password are read back from the bundle
-and kept (unless ``new_identity``); the password file, ACL and registration are rebuilt from the
+Re-running is safe: the key pair, the gateway's broker password and the homes' API tokens are
+read back from the bundle and kept (unless ``new_identity``); the password file, ACL,
+registration and ``[[homes]]`` (one per owner of the gateway's meters) are rebuilt from the
 inventory's current meters. Run it again after provisioning meters, then :func:`export_registry`.
 """
 
@@ -28,7 +29,7 @@ import json
 import os
 import socket
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -61,6 +62,7 @@ __all__ = [
 ]
 
 Random = Callable[[int], bytes]
+HOME_TOKEN_MIN = 16  # edge.gateway.config refuses shorter tokens
 
 
 def installer_identity() -> str:
@@ -138,6 +140,32 @@ def _load_identity(key_path: Path, toml_path: Path) -> tuple[Ed25519PrivateKey, 
     return key, password
 
 
+def _load_home_tokens(toml_path: Path) -> dict[str, str]:
+    """The homes' API tokens already in the bundle's gateway.toml ({} if there is none)."""
+    if not toml_path.exists():
+        return {}
+    try:
+        homes = tomllib.loads(toml_path.read_text()).get("homes", [])
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"cannot read {toml_path} ({err})", key="homes") from err
+    tokens: dict[str, str] = {}
+    for i, home in enumerate(homes if isinstance(homes, list) else [None]):
+        token = home.get("token") if isinstance(home, dict) else None
+        if not isinstance(token, str) or len(token) < HOME_TOKEN_MIN or "id" not in home:
+            raise ConfigError(
+                f"{toml_path} has a home without a readable token: fix the file, or pass "
+                "--new-identity to draw new tokens for every home",
+                key=f"homes[{i}].token",
+            )
+        tokens[str(home["id"])] = token
+    return tokens
+
+
+def new_home_token(rng: Random) -> str:
+    """A home's bearer token for the gateway's order API: 24 random bytes, URL-safe base64."""
+    return base64.urlsafe_b64encode(rng(24)).decode()
+
+
 def _toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string literal is a valid TOML basic string
 
@@ -152,9 +180,17 @@ def gateway_toml(
     coordinator_url: str,
     api_port: int,
     generated: str,
+    homes: Mapping[str, str] | None = None,
 ) -> str:
-    """The gateway's configuration file; every setting is written out with its default."""
+    """The gateway's configuration file; every setting is written out with its default.
+
+    ``homes`` maps each home id on the order API to its bearer token (``[[homes]]`` tables).
+    """
     etc, state = layout.etc_dir, layout.state_dir
+    home_tables = "".join(
+        f"\n[[homes]]\nid = {_toml_str(home)}\ntoken = {_toml_str(token)}\n"
+        for home, token in sorted((homes or {}).items())
+    )
     return f"""\
 # neighbourgrid gateway {gateway_id}: configuration for `ngrid gateway run --config`.
 # Generated {generated} by `ngrid provision gateway`. Keep it 0600: it holds the broker password.
@@ -195,7 +231,11 @@ yield_apy_bp = 500
 pool_commission_bp = 250
 tokens_per_wh = 1
 carbon_mg_per_wh = 820
-"""
+
+# The homes on the order API, one per owner (`ngrid provision meter --owner`) of this gateway's
+# meters. Each home sends `Authorization: Bearer <token>`: hand each household its own token.
+# Standing policies (sell_above_bp/sell_price, buy_below_bp/buy_price) may be added per home.
+{home_tables}"""
 
 
 def systemd_unit(*, gateway_id: str, layout: GatewayLayout) -> str:
@@ -323,6 +363,12 @@ def provision_gateway(
 
     meters = inventory.meters(gateway=gateway_id)
     meter_ids = tuple(meter.id for meter in meters)
+    # One home per owner, its token kept across re-runs (new ones for new owners).
+    known_tokens = {} if new_identity else _load_home_tokens(toml_path)
+    home_tokens = {
+        owner: known_tokens.get(owner) or new_home_token(rng)
+        for owner in sorted({meter.owner for meter in meters})
+    }
 
     # Secrets first, each written atomically with its final permissions.
     atomic_write_bytes(
@@ -351,6 +397,7 @@ def provision_gateway(
             coordinator_url=coordinator_url,
             api_port=api_port,
             generated=stamp,
+            homes=home_tokens,
         ),
         mode=0o600,
     )
@@ -424,6 +471,7 @@ def provision_gateway(
         bundle=str(out_dir.resolve()),
         provisioned_at=stamp if previous is None or new_identity else previous.provisioned_at,
         provisioned_by=by if previous is None or new_identity else previous.provisioned_by,
+        home_tokens={home: fingerprint(token.encode()) for home, token in home_tokens.items()},
     )
     inventory.put_gateway(record)
     return GatewayBundle(

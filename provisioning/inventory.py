@@ -73,7 +73,9 @@ class GatewayRecord:
     """One gateway as the inventory keeps it (no secret: the private key stays in its bundle).
 
     ``public_key`` is the raw 32-byte Ed25519 public key in hex; ``provisioned_at`` is ISO 8601
-    UTC; ``provisioned_by`` is ``user@host`` of the installer's laptop.
+    UTC; ``provisioned_by`` is ``user@host`` of the installer's laptop. ``home_tokens`` maps
+    each home on the gateway's order API to the :func:`fingerprint` of its bearer token (the
+    tokens themselves are only in the bundle's 0600 gateway.toml).
     """
 
     id: str
@@ -86,6 +88,7 @@ class GatewayRecord:
     bundle: str
     provisioned_at: str
     provisioned_by: str
+    home_tokens: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

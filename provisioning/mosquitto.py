@@ -117,7 +117,8 @@ def mosquitto_conf(
     Without ``tls``: one listener on ``bind:port`` (default 0.0.0.0:1883) for meters and gateway.
     With ``tls``: meters connect with TLS on ``tls_port`` (all interfaces) and the plain listener
     is bound to 127.0.0.1 for the gateway process on the same Pi. Anonymous clients are refused on
-    every listener; persistence keeps QoS 1 messages and retained status across broker restarts.
+    every listener; persistence keeps QoS 1 messages and retained status across broker restarts;
+    ``set_tcp_nodelay`` turns off Nagle's algorithm on clients' sockets.
     """
     lines = [
         f"# neighbourgrid: Mosquitto configuration for gateway {gateway_id}.",
@@ -132,6 +133,10 @@ def mosquitto_conf(
         f"persistence_location {persistence_dir}/",
         "autosave_interval 60",
         "max_queued_messages 1000",
+        "",
+        "# Send each packet at once: Nagle's algorithm held commands and acks back ~40 ms each",
+        "# (the gateway benchmark, docs/gateway.md).",
+        "set_tcp_nodelay true",
         "",
     ]
     if tls is None:

@@ -197,3 +197,69 @@ def test_the_gateway_loads_the_bundle_and_the_export(tmp_path: Path) -> None:
     assert [(m.id, m.key, m.capacity_wh, m.reserve_bp, m.owner) for m in config.meters] == [
         ("m-7", key, 13_500, 2_000, "no-4")
     ]
+
+
+def test_homes_get_api_tokens_the_gateway_accepts(tmp_path: Path) -> None:
+    """One [[homes]] entry per owner of the gateway's meters: edge.gateway.config loads them and
+    each token authenticates its home on the API; re-runs keep the tokens; the inventory holds
+    only their fingerprints."""
+    import dataclasses
+    from pathlib import PurePosixPath
+    from types import SimpleNamespace
+
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from edge.gateway.api import SERVICE, _home
+    from edge.gateway.config import load_config
+    from provisioning.gateway import GatewayLayout
+
+    etc = tmp_path / "etc/ngrid"
+    layout = GatewayLayout(
+        etc_dir=PurePosixPath(etc), state_dir=PurePosixPath(tmp_path / "var/lib/ngrid")
+    )
+    keys = {m: os.urandom(32) for m in ("m-1", "m-2", "m-3")}
+    owners = {"m-1": "no-4", "m-2": "no-6", "m-3": "no-4"}
+    with Inventory(path=tmp_path / "inv.json") as inv:
+        make(inv, tmp_path / "b", layout=layout)  # the gateway first, then its meters
+        for m, key in keys.items():
+            inv.put_meter(dataclasses.replace(meter(m, key=key), owner=owners[m]), mac_key=key)
+        bundle = make(inv, tmp_path / "b", layout=layout)
+        export_registry(inventory=inv, gateway="gw1", out=etc / "meters.json")
+        toml_file = bundle.path(PurePosixPath(etc) / "gateway.toml")  # type: ignore[attr-defined]
+        shutil.copy2(toml_file, etc / "gateway.toml")
+        shutil.copy2(bundle.path(PurePosixPath(etc) / "gateway.key"), etc / "gateway.key")  # type: ignore[attr-defined]
+        config = load_config(etc / "gateway.toml")
+        tokens = {home.id: home.token for home in config.homes}
+        assert sorted(tokens) == ["no-4", "no-6"]
+        assert len(set(tokens.values())) == 2 and all(len(t) >= 16 for t in tokens.values())
+
+        app = web.Application()
+        app[SERVICE] = SimpleNamespace(config=config)  # type: ignore[assignment]
+
+        def who(header: str) -> str:
+            request = make_mocked_request(
+                "GET", "/orders", headers={"Authorization": header}, app=app
+            )
+            return _home(request)
+
+        for home, token in tokens.items():
+            assert who(f"Bearer {token}") == home
+        with pytest.raises(web.HTTPUnauthorized):
+            who("Bearer " + "x" * 32)
+
+        # The inventory holds fingerprints only; a re-run keeps every token.
+        record = inv.gateway("gw1")
+        assert record.home_tokens == {h: fingerprint(t.encode()) for h, t in tokens.items()}
+        inventory_text = (tmp_path / "inv.json").read_text()
+        assert not any(token in inventory_text for token in tokens.values())
+        make(inv, tmp_path / "b", layout=layout)
+        again = tomllib.loads(toml_file.read_text())["homes"]
+        assert {h["id"]: h["token"] for h in again} == tokens
+        # A new owner gets a new token; the others keep theirs.
+        key = os.urandom(32)
+        inv.put_meter(dataclasses.replace(meter("m-4", key=key), owner="no-8"), mac_key=key)
+        make(inv, tmp_path / "b", layout=layout)
+        grown = {h["id"]: h["token"] for h in tomllib.loads(toml_file.read_text())["homes"]}
+        assert grown.keys() == {"no-4", "no-6", "no-8"}
+        assert {h: grown[h] for h in tokens} == tokens

@@ -85,5 +85,7 @@ def test_conf_with_tls_binds_plain_listener_to_loopback() -> None:
     assert "listener 1883 127.0.0.1" in secured
     assert "listener 8883" in secured
     assert secured.index("certfile /c/s.crt") > secured.index("listener 8883")
-    for line in ("allow_anonymous false", "persistence true"):
+    # set_tcp_nodelay: no Nagle delay on commands and acks (a global option, for every listener;
+    # tests/integration/test_provision_gateway_broker.py runs Mosquitto on this file).
+    for line in ("allow_anonymous false", "persistence true", "set_tcp_nodelay true"):
         assert line in secured and line in plain.splitlines()
