@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sqlite3
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -122,22 +123,43 @@ _TRADE_COLUMNS = [f.name for f in fields(TradeRecord)]
 
 class Ledger:
     """The gateway's SQLite ledger. One user at a time: the service calls it from its disk
-    thread only (``GatewayService.disk``)."""
+    thread only (``GatewayService.disk``). While a thread is bound (:meth:`bind_thread`), a
+    call from any other thread raises :class:`LedgerError` instead of reading a transaction
+    half-written by the disk thread on the shared connection."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._owner: int | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         crash = os.environ.get(CRASH_ENV, "")
         self._crash_countdown = int(crash) if crash.isdigit() else 0
         try:
             # Used by the service's one disk thread (created on the loop's thread).
-            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as err:
             raise LedgerError(f"cannot open the ledger {self.path}: {err}") from err
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for the bound thread (or anyone while none is bound)."""
+        if self._owner is not None and threading.get_ident() != self._owner:
+            raise LedgerError(
+                "the ledger belongs to the gateway's disk thread while the service runs: "
+                "call it through GatewayService.disk (e.g. await service.disk(ledger.totals))"
+            )
+        return self._db
+
+    def bind_thread(self) -> None:
+        """Only the calling thread may use the ledger from now on (until :meth:`unbind`)."""
+        self._owner = threading.get_ident()
+
+    def unbind(self) -> None:
+        """Any thread may use the ledger again (the service has stopped its disk thread)."""
+        self._owner = None
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]

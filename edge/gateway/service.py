@@ -661,6 +661,8 @@ class GatewayService:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     self._loop.add_signal_handler(sig, self.stop)
+        # From here on the ledger is the disk thread's alone (a call from the loop raises).
+        await self.disk(self.ledger.bind_thread)
         self.perform(self._restart_effects)
         self._restart_effects = []
         # The proof worker was started before any socket was open; make one proof so the
@@ -711,6 +713,7 @@ class GatewayService:
     def close(self) -> None:
         self._log_io.shutdown(wait=True)
         self._io.shutdown(wait=True)
+        self.ledger.unbind()  # the disk thread is gone
         self.prover.close()
         with contextlib.suppress(Exception):
             self.ledger.save_meter_seqs(self.core.last_seq)

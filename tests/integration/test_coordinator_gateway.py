@@ -77,20 +77,28 @@ async def test_the_gateways_batches_are_verified_and_anchored(
             MeterStandIn("m-a", port=mosquitto.port, prefix=topic_prefix).running(),
         ):
             api = Api(gw.api_port)
-            await eventually(lambda: "m-a" in gw.core.telemetry)
+            await eventually(lambda: gw.telemetry_seq("m-a") is not None)
             await api.call("POST", "/v1/orders", "alice", {"side": "sell", "wh": 900, "price": 100})
+
+            # The ledger belongs to the gateway's disk thread: read it through gw.disk.
+            async def trades_are(n: int) -> bool:
+                return bool((await gw.disk(gw.ledger.totals))["trades"] == n)
+
+            async def all_uploaded() -> bool:
+                unbatched, _ = await gw.disk(gw.ledger.unbatched)
+                return not unbatched and await gw.disk(gw.ledger.outbox) == []
+
             for n in range(3):
                 await api.call(
                     "POST", "/v1/orders", "bob", {"side": "buy", "wh": 150, "price": 120}
                 )
-                await eventually(lambda n=n: gw.ledger.totals()["trades"] == n + 1)
+                await eventually(lambda n=n: trades_are(n + 1))
                 await asyncio.sleep(0.6)  # batches every second: trades spread over batches
-            await eventually(  # every settled trade sealed in a batch, every batch uploaded
-                lambda: not gw.ledger.unbatched()[0] and gw.ledger.outbox() == [], timeout=20
-            )
-            sealed = gw.ledger.last_batch()
+            # every settled trade sealed in a batch, every batch uploaded
+            await eventually(all_uploaded, timeout=20)
+            sealed = await gw.disk(gw.ledger.last_batch)
             assert sealed is not None
-            settled = {t["id"] for t in gw.ledger.trades_of("bob")}
+            settled = {t["id"] for t in await gw.disk(gw.ledger.trades_of, "bob")}
 
         for seq in range(1, sealed.seq + 1):
             for _ in range(400):

@@ -167,3 +167,19 @@ def test_engine_snapshot_is_kept(tmp_path: Path) -> None:
     assert ledger.load_snapshot() is None
     ledger.save_snapshot(12, b'{"format":"x"}', {"alice": ["o1", "o3"]})
     assert ledger.load_snapshot() == (12, b'{"format":"x"}', {"alice": ["o1", "o3"]})
+
+
+def test_a_bound_ledger_refuses_other_threads(tmp_path: Path) -> None:
+    import concurrent.futures
+
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as disk:
+        disk.submit(ledger.bind_thread).result()
+        assert disk.submit(ledger.totals).result()["trades"] == 0  # the owner may
+        with pytest.raises(LedgerError, match="disk thread"):
+            ledger.totals()  # another thread may not
+        with pytest.raises(LedgerError):
+            ledger.settle(record(1), meter="m-a", export_start_wh=0)
+    ledger.unbind()
+    assert ledger.totals()["trades"] == 0
+    ledger.close()
