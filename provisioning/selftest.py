@@ -11,6 +11,10 @@ and prints one JSON line ``{"ok": bool, "failed": [names], "checks": {name: valu
 ``store``   ``ngmeter.store.Store("/").load()`` reads the durable state (or starts fresh);
 ``fs``      at least 16 KiB free on the board's filesystem;
 ``memory``  at least 16 KiB free heap after ``gc.collect()``;
+``mqtt``    micropython-lib's ``umqtt.simple`` (which device/hal.py uses) imports: frozen into
+            the board's MicroPython image or uploaded to ``/lib`` (device/lib). The virtual
+            board has no network stack (no ``usocket``) to import it with; there the check
+            only finds ``/lib/umqtt/simple.py`` (or ``.mpy``);
 ``hal``     on an ESP32 (``machine`` present): ``hal.init``, one BMS read of the state of charge,
             the lock output switched on and off. The virtual board has no ``machine`` module;
             there this check reports ``"absent"`` and passes.
@@ -72,6 +76,23 @@ def _memory():
     if free < %(min_free)d:
         raise ValueError("only %%d bytes of heap free" %% free)
     return free
+def _mqtt():
+    try:
+        import usocket
+    except ImportError:
+        for path in ("/lib/umqtt/simple.py", "/lib/umqtt/simple.mpy"):
+            try:
+                os.stat(path)
+                return path + " (no usocket here to import it with)"
+            except OSError:
+                pass
+        raise ValueError("umqtt.simple is not on the board (neither frozen nor in /lib)")
+    try:
+        import umqtt.simple
+    except ImportError as e:
+        raise ValueError("umqtt.simple does not import (%%s)" %% e)
+    umqtt.simple.MQTTClient
+    return getattr(umqtt.simple, "__file__", "frozen")
 def _hal():
     try:
         import machine
@@ -85,7 +106,7 @@ def _hal():
     hal.set_lock(False)
     return soc
 for _n, _f in (("config", _config), ("hmac", _hmac), ("seal", _seal), ("store", _store),
-               ("fs", _fs), ("memory", _memory), ("hal", _hal)):
+               ("fs", _fs), ("memory", _memory), ("mqtt", _mqtt), ("hal", _hal)):
     _check(_n, _f)
 _r["ok"] = not _r["failed"]
 print(json.dumps(_r))

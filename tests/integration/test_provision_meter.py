@@ -243,4 +243,56 @@ def test_mpy_cross_compiled_upload_replaces_the_sources(
         board.interrupt()
         assert board.exists("/ngmeter/wire.mpy")
         assert not board.exists("/ngmeter/wire.py")
+        assert board.exists("/lib/umqtt/simple.mpy")  # the vendored MQTT client, compiled too
+        assert not board.exists("/lib/umqtt/simple.py")
         assert board.exists("/main.py")  # boot.py and main.py stay source
+
+
+def test_the_mqtt_client_is_uploaded_and_runs_on_the_board(
+    virtual_board: str, inventory: Inventory
+) -> None:
+    """device/hal.py needs micropython-lib's umqtt.simple. Provisioning uploads the vendored copy
+    (device/lib) to /lib, where MicroPython looks after its frozen modules; on the board it
+    imports and writes the CONNECT packet the meter's broker login needs (MQTT 3.1.1, 3.1)."""
+    from tests.unit.provisioning.mqtt_peer import USOCKET, parse_connect
+
+    files = firmware_files(DEVICE_DIR)
+    vendored = (DEVICE_DIR / "lib/umqtt/simple.py").read_bytes()
+    assert [f.data for f in files if f.path == "lib/umqtt/simple.py"] == [vendored]
+    outcome = provision_meter(
+        inventory=inventory,
+        spec=MeterSpec(port=virtual_board, owner="no-4", capacity_wh=13_500),
+        gateway="gw1",
+        files=files,
+    )
+    assert outcome.record is not None and outcome.record.self_test == "passed"
+    config = board_config(virtual_board)
+    with Board(port=virtual_board) as board:
+        board.interrupt()
+        assert board.read_file("/lib/umqtt/simple.py") == vendored
+        # The VM has no network stack: a stand-in usocket records what the client writes.
+        board.write_file("/usocket.py", USOCKET.encode())
+        out = board.exec(
+            "import sys, binascii, json, usocket\n"
+            "sys.path.insert(0, '/')\n"
+            "import umqtt.simple as m\n"
+            "cfg = json.loads(open('/config.json').read())\n"
+            "c = m.MQTTClient(cfg['device_id'], cfg['broker_host'], port=cfg['broker_port'],\n"
+            "                 user=cfg['broker_user'], password=cfg['broker_password'],\n"
+            "                 keepalive=60)\n"
+            "c.set_last_will(b'ngrid/gw1/' + cfg['device_id'] + '/status', b'offline',\n"
+            "                retain=True, qos=1)\n"
+            "c.connect()\n"
+            "print(m.__file__, binascii.hexlify(b''.join(usocket.written)).decode())\n"
+        )
+        board.remove("/usocket.py")
+    module_file, packet = out.strip().splitlines()[-1].split()
+    assert module_file == "/lib/umqtt/simple.py"
+    connect = parse_connect(bytes.fromhex(packet))
+    assert (connect.protocol, connect.level, connect.keepalive) == (b"MQTT", 4, 60)
+    # username, password, will retain, will QoS 1, will flag, clean session (3.1.2.3)
+    assert connect.flags == 0x80 | 0x40 | 0x20 | 0x08 | 0x04 | 0x02
+    assert connect.client_id == connect.username == str(config["device_id"]).encode()
+    assert connect.password == str(config["broker_password"]).encode()
+    assert connect.will_topic == f"ngrid/gw1/{config['device_id']}/status".encode()
+    assert connect.will_message == b"offline"

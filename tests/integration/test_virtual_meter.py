@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,6 +203,127 @@ def test_a_burst_of_commands_is_acked_every_one(
             while True:
                 topic, payload, _ = gateway.messages.get(timeout=0.5)
                 assert not topic.endswith("/status"), payload
+
+
+class MpSocket:
+    """Stands in for MicroPython's ``usocket.socket`` on CPython, for the vendored umqtt.simple:
+    the stream ``read(n)`` (blocks for n bytes; non-blocking, None when nothing waits) and
+    ``write(buf, n)`` umqtt.simple calls, over a real TCP socket (10 s timeout when blocking)."""
+
+    def __init__(self, *args: Any) -> None:
+        self._sock = socket.socket()
+        self._sock.settimeout(10)
+
+    def connect(self, addr: Any) -> None:
+        self._sock.connect(addr)
+
+    def setblocking(self, flag: bool) -> None:
+        self._sock.settimeout(10 if flag else 0)
+
+    def write(self, data: Any, n: int | None = None) -> int:
+        raw = data.encode() if isinstance(data, str) else bytes(data)
+        raw = raw if n is None else raw[:n]
+        timeout = self._sock.gettimeout()
+        self._sock.settimeout(10)
+        self._sock.sendall(raw)
+        self._sock.settimeout(timeout)
+        return len(raw)
+
+    def read(self, n: int) -> bytes | None:
+        if self._sock.gettimeout() == 0:
+            try:
+                return self._sock.recv(n)
+            except BlockingIOError:
+                return None
+        buf = b""
+        while len(buf) < n:
+            chunk = self._sock.recv(n - len(buf))
+            if not chunk:
+                break
+            buf += chunk
+        return buf
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+@pytest.fixture
+def umqtt_simple(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """device/lib/umqtt/simple.py (the vendored micropython-lib client) loaded on CPython."""
+    import binascii
+    import importlib.util
+    import struct
+    import types
+
+    from hil.virtual.firmware import DEVICE_DIR
+
+    usocket = types.ModuleType("usocket")
+    usocket.socket = MpSocket  # type: ignore[attr-defined]
+    usocket.getaddrinfo = socket.getaddrinfo  # type: ignore[attr-defined]
+    for name, module in (("usocket", usocket), ("ustruct", struct), ("ubinascii", binascii)):
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location(
+        "umqtt_simple", DEVICE_DIR / "lib/umqtt/simple.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_burst_through_the_firmwares_own_mqtt_client(
+    mosquitto: Broker, gateway: Gateway, umqtt_simple: Any, tmp_path: Path
+) -> None:
+    """The Runner with micropython-lib's umqtt.simple (the client device/hal.py uses on a board)
+    against Mosquitto: 20 commands back to back, each answered once (ok or busy)."""
+    from hil.virtual.firmware import import_firmware
+
+    gw_id = gateway.base.split("/")[1]
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "config.json").write_text(
+        json.dumps(meter_config(mosquitto, "m-1", gw_id) | {"report_s": 60})
+    )
+
+    def client(client_id: str, host: str, port: int, user: str, password: str, keep: int) -> Any:
+        # as device/hal.py:mqtt_client builds it
+        return umqtt_simple.MQTTClient(
+            client_id, host, port=port, user=user or None, password=password or None, keepalive=keep
+        )
+
+    runner_mod = import_firmware("ngmeter.runner")
+    hal = simhal.SimHal(simhal.WallClock(), simhal.SimBattery(10000, 8000), client)
+    runner = runner_mod.Runner(hal, str(flash))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            while not stop.is_set():
+                time.sleep(runner.step() / 1000)
+        except BaseException as err:  # the test reports it
+            errors.append(err)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        assert gateway.next("status")[0] == b"online"
+        gateway.parsed("state", wire.Telemetry)
+        now = int(time.time())
+        commands = [
+            wire.build_ping(key=KEY, meter="m-1", seq=n, ts=now, exp=now + 60) for n in range(1, 21)
+        ]
+        for info in [gateway.client.publish(f"{gateway.base}/cmd", c, qos=1) for c in commands]:
+            info.wait_for_publish(5)
+        got = [gateway.parsed("ack", wire.Ack) for _ in commands]
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not errors
+    assert sorted(a.cmd for a in got) == list(range(1, 21))
+    assert {a.reason for a in got} <= {"ok", "busy"}
+    assert runner.connects == 1 and runner.overflows == 0
+    print(f"\n20 pings through umqtt.simple: {runner.busy} answered busy")
 
 
 def test_cli_runs_a_virtual_meter(mosquitto: Broker, gateway: Gateway, tmp_path: Path) -> None:

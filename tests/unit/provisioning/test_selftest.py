@@ -14,6 +14,7 @@ from hil.virtual.vm import run_in_vm, vm_available
 from provisioning.errors import SelfTestError
 from provisioning.meter import meter_config
 from provisioning.selftest import run_self_test
+from tests.unit.provisioning.mqtt_peer import USOCKET
 from tests.unit.provisioning.test_inventory import gateway
 
 KEY = bytes(range(32))
@@ -72,6 +73,22 @@ def test_self_test_passes_on_a_provisioned_firmware() -> None:
     assert checks["hmac"] == "RFC 4231 test case 2"
     assert checks["hal"] == "absent"  # the VM has no machine module
     assert checks["memory"] >= 16 * 1024 and checks["fs"] >= 16 * 1024
+    # The VM has no usocket: the check finds the MQTT client the upload puts in /lib.
+    assert checks["mqtt"].startswith("/lib/umqtt/simple.py")
+
+
+def test_self_test_imports_the_mqtt_client_where_there_is_a_network_stack() -> None:
+    board = board_with(json.dumps(config()))
+    board.files["/usocket.py"] = USOCKET  # a stand-in network stack (tests/.../mqtt_peer.py)
+    checks = run_self_test(board, meter_id="m-1", mac_key=KEY)
+    assert checks["mqtt"] == "/lib/umqtt/simple.py"  # imported from /lib: the VM freezes none
+
+
+def test_self_test_catches_a_board_without_the_mqtt_client() -> None:
+    board = board_with(json.dumps(config()))
+    del board.files["/lib/umqtt/simple.py"]
+    with pytest.raises(SelfTestError, match=r"mqtt: .*umqtt.simple is not on the board"):
+        run_self_test(board, meter_id="m-1", mac_key=KEY)
 
 
 def test_self_test_catches_a_key_the_host_does_not_hold() -> None:
