@@ -10,7 +10,7 @@ Inbox (docs/wire.md, "Inbox"): commands wait in a preallocated ring of ``INBOX``
 the ring has room, so a burst waits in the socket and at the broker. A QoS 1 ``publish()``
 cannot stop reading: umqtt.simple hands every PUBLISH that arrives before its PUBACK to the
 callback and PUBACKs it as soon as the callback returns. A command that arrives then with the
-ring full is refused: its (seq, kind, trade) goes to a second preallocated ring of ``BUSY``
+ring full is refused: its (kind, seq, trade) goes to a second preallocated ring of ``BUSY``
 entries and is answered with a ``busy`` ack. If that ring is full too the callback raises
 OSError before the PUBACK: the connection is dropped (the broker publishes the last will) and
 the Runner reconnects. No command is dropped without an ack or a lost connection.
@@ -74,7 +74,9 @@ class Runner:
             self.inbox_len += 1
             return
         if self.refused_len < BUSY:
-            self.refused[(self.refused_head + self.refused_len) % BUSY] = wire.peek_command(msg)
+            # (kind, seq, trade) for the ack; an oversized payload is not even parsed
+            entry = wire.peek_command(msg) if len(msg) <= wire.MAX_PAYLOAD else ("", 0, "")
+            self.refused[(self.refused_head + self.refused_len) % BUSY] = entry
             self.refused_len += 1
             self.busy += 1
             return
