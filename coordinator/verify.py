@@ -4,7 +4,8 @@ The coordinator trusts no gateway (issue 7, DESIGN.md "The flow"). :func:`verify
 decoded batch (:mod:`edge.batch`, format in docs/gateway.md "Batch format") against
 
 - the **registry**: the gateway is registered; its Ed25519 key verifies the header signature
-  (RFC 8032); no meter is allowed under two gateways;
+  (RFC 8032); no meter is allowed under two gateways; each trade's seller meter is one of the
+  gateway's registered meters;
 - **integrity**: the log slice's range, the Merkle root (RFC 6962) over the trades, the digests
   of the log slice and of the deliveries, the header's totals (:func:`edge.batch.totals_of`);
 - the **chain**: ``seq == last + 1`` and ``prev_hash`` is the hash of the gateway's last accepted
@@ -12,9 +13,9 @@ decoded batch (:mod:`edge.batch`, format in docs/gateway.md "Batch format") agai
   batches arrive; an earlier ``seq`` with another hash, or a ``prev_hash`` that is not ours, is a
   *fork* (refused, and the caller raises an anomaly);
 - every **range proof**: ``SoC - reserved >= threshold`` (edge.zk ``at_least_statement``) bound to
-  :func:`edge.batch.proof_context` of this gateway and trade, checked with edge.zk's batch
-  verification in chunks, then one by one inside a failing chunk to name the trades; the
-  threshold must cover the community's minimum reserve;
+  :func:`edge.batch.proof_context` of this gateway, trade and seller meter, checked with
+  edge.zk's batch verification in chunks, then one by one inside a failing chunk to name the
+  trades; the threshold must cover the community's minimum reserve;
 - the **settlement identities** of each trade (token burn, carbon, commission, grid fee, yield,
   conservation ``buyer_pays == seller_receives + commission + grid_fee``), recomputed by
   :func:`edge.market.check_settlement` (the gateway's own rules, never a copy);
@@ -92,6 +93,7 @@ __all__ = [
     "check_chain",
     "check_deliveries",
     "check_integrity",
+    "check_meters",
     "check_proofs",
     "check_registry",
     "check_replay",
@@ -273,6 +275,25 @@ def check_registry(batch: Batch, registry: Mapping[str, GatewayKey]) -> list[Fin
     return out
 
 
+def check_meters(batch: Batch, key: GatewayKey) -> list[Finding]:
+    """Each trade's seller meter is one of the meters registered to the batch's gateway (one
+    ``trade.meter`` failure per trade that names another)."""
+    out = [
+        _fail(
+            "trade.meter",
+            f"trade {t.id}: seller meter {t.meter!r} is not registered to {key.id}",
+            t.id,
+        )
+        for t in batch.trades
+        if t.meter not in key.meters
+    ]
+    if not out:
+        out.append(
+            _ok("trade.meter", f"{len(batch.trades)} trades' seller meters registered to {key.id}")
+        )
+    return out
+
+
 def check_signature(batch: Batch, key: GatewayKey) -> list[Finding]:
     """The Ed25519 signature over the header's canonical bytes verifies under ``key``."""
     try:
@@ -406,7 +427,12 @@ def check_proofs(
                 )
             )
         context = proof_context(
-            gateway=gateway, trade=t.id, seller=t.seller, wh=t.wh, interval=t.interval
+            gateway=gateway,
+            trade=t.id,
+            seller=t.seller,
+            meter=t.meter,
+            wh=t.wh,
+            interval=t.interval,
         )
         try:
             statement = at_least_statement(
@@ -666,6 +692,7 @@ def verify_batch(
         )
     findings += check_signature(batch, key)
     findings += check_integrity(batch)
+    findings += check_meters(batch, key)
     chain_findings, chain_verdict, fork = check_chain(batch, chain, history)
     findings += chain_findings
     if chain_verdict is not None and not any(f.failed for f in findings):

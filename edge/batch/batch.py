@@ -48,7 +48,7 @@ __all__ = [
     "verify_receipt",
 ]
 
-BATCH_FORMAT = "ngrid-batch/1"
+BATCH_FORMAT = "ngrid-batch/2"  # 2: trade records name the seller's meter
 GENESIS_HASH = bytes(32)
 """``prev_hash`` of a gateway's first batch (sequence number 1)."""
 
@@ -89,8 +89,10 @@ class TradeRecord:
     :class:`edge.market.Settlement`'s (µticks; tokens; mg CO2). ``wh`` in Wh, ``price`` in ticks
     per kWh, ``ts`` the stamp of the event that caused the match, ``settled_ts`` the time the
     seller's lock ack was settled (ms since the Unix epoch, as recorded by the gateway).
-    ``commitment`` is the Pedersen commitment to the seller's SoC (basis points) and ``proof``
-    the range proof that ``SoC - soc_reserved_bp >= soc_threshold_bp`` (edge.zk
+    ``meter`` is the seller's meter, the one whose SoC was proven and which locked the energy:
+    the coordinator checks it is one of the gateway's registered meters, and the proof is bound
+    to it. ``commitment`` is the Pedersen commitment to that meter's SoC (basis points) and
+    ``proof`` the range proof that ``SoC - soc_reserved_bp >= soc_threshold_bp`` (edge.zk
     ``prove_at_least``/``verify_at_least``, context :func:`proof_context`): the threshold is
     the meter's reserve plus this sale, ``soc_reserved_bp`` what earlier locks already hold.
     """
@@ -105,6 +107,7 @@ class TradeRecord:
     interval: int
     ts: int
     maker: str
+    meter: str
     settled_ts: int
     value: int
     buyer_pays: int
@@ -259,14 +262,20 @@ def totals_of(trades: Sequence[TradeRecord]) -> dict[str, int]:
     return totals
 
 
-def proof_context(*, gateway: str, trade: str, seller: str, wh: int, interval: int) -> bytes:
-    """The context bytes a trade's range proof is bound to (canonical JSON, domain-tagged)."""
+def proof_context(
+    *, gateway: str, trade: str, seller: str, meter: str, wh: int, interval: int
+) -> bytes:
+    """The context bytes a trade's range proof is bound to (canonical JSON, domain-tagged
+    ``ngrid/soc-cover/2``): the gateway, the trade, the selling home, the seller's meter whose
+    SoC is proven, the Wh and the delivery interval. A proof moved to another gateway, trade,
+    meter, quantity or interval does not verify."""
     return canonical_bytes(
         {
-            "domain": "ngrid/soc-cover/1",
+            "domain": "ngrid/soc-cover/2",
             "gateway": gateway,
             "trade": trade,
             "seller": seller,
+            "meter": meter,
             "wh": wh,
             "interval": interval,
         }

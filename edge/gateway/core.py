@@ -189,8 +189,7 @@ class Publish:
 
 @dataclass(frozen=True)
 class Settle:
-    record: TradeRecord
-    meter: str
+    record: TradeRecord  # record.meter: the seller's meter that locked the energy
     export_start_wh: int
 
 
@@ -532,6 +531,7 @@ class GatewayCore:
                     gateway=self.config.id,
                     trade=trade.id,
                     seller=trade.seller,
+                    meter=meter.id,
                     wh=trade.wh,
                     interval=trade.interval,
                 ),
@@ -607,6 +607,7 @@ class GatewayCore:
             interval=t.interval,
             ts=t.ts,
             maker=t.maker,
+            meter=p.meter.id,
             settled_ts=now,
             value=s.value,
             buyer_pays=s.buyer_pays,
@@ -632,7 +633,7 @@ class GatewayCore:
             interval=t.interval,
             export_start_wh=export_start,
         )
-        out.append(Settle(record, p.meter.id, export_start))
+        out.append(Settle(record, export_start))
         out.append(Note("settled", {"trade": t.id, "wh": t.wh, "value": s.value}))
         self.settled_since_batch += 1
         if self.settled_since_batch >= self.config.batch.max_trades and not self.sealing:

@@ -16,7 +16,7 @@ import os
 import signal
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -82,8 +82,27 @@ CREATE INDEX trades_buyer ON trades (buyer);
 CREATE INDEX trades_seller ON trades (seller);
 """
 
-#: ``MIGRATIONS[n]`` takes a file at schema version ``n`` to ``n + 1``.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+
+def _v2(db: sqlite3.Connection) -> None:
+    """Version 2: a trade's batch record names its seller's meter (``trades.meter``, kept since
+    version 1) and its range proof is bound to it (edge.batch ``proof_context``, domain
+    ``ngrid/soc-cover/2``, batch format ``ngrid-batch/2``). A trade settled under version 1 has
+    a proof bound to the old context, which no coordinator of this version verifies: the
+    upgrade is refused while such a trade is not yet in a batch (seal and upload it with the
+    previous version first). Adds an index for per-meter queries."""
+    (waiting,) = db.execute("SELECT COUNT(*) FROM trades WHERE batch_seq IS NULL").fetchone()
+    if waiting:
+        raise LedgerError(
+            f"{waiting} trades settled under ledger schema 1 are not in a batch yet; their "
+            "proofs are bound to the old proof context: let the previous gateway version seal "
+            "and upload them, then upgrade"
+        )
+    db.execute("CREATE INDEX trades_meter ON trades (meter)")
+
+
+#: ``MIGRATIONS[n]`` takes a file at schema version ``n`` to ``n + 1``: SQL statements, or a
+#: function run inside the migration's transaction (raising aborts the upgrade, nothing changed).
+MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (_V1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 POOL_ACCOUNT = "pool"
@@ -171,9 +190,13 @@ class Ledger:
         for n in range(version, SCHEMA_VERSION):
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in MIGRATIONS[n].split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
+                migration = MIGRATIONS[n]
+                if callable(migration):
+                    migration(self.db)
+                else:
+                    for statement in migration.split(";"):
+                        if statement.strip():
+                            self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version={n + 1}")
                 self.db.execute("COMMIT")
             except BaseException:
@@ -189,8 +212,9 @@ class Ledger:
 
     # ------------------------------------------------------------------ settlement
 
-    def settle(self, trade: TradeRecord, *, meter: str, export_start_wh: int) -> bool:
-        """Write a trade's settlement records in one transaction; False if already settled."""
+    def settle(self, trade: TradeRecord, *, export_start_wh: int) -> bool:
+        """Write a trade's settlement records in one transaction; False if already settled.
+        ``trade.meter`` is the seller's meter (column ``meter``)."""
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -199,10 +223,10 @@ class Ledger:
                 return False
             row = trade.to_json()
             row["commitment"], row["proof"] = trade.commitment, trade.proof
-            cols = [*_TRADE_COLUMNS, "meter", "export_start_wh"]
+            cols = [*_TRADE_COLUMNS, "export_start_wh"]
             db.execute(
                 f"INSERT INTO trades ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
-                [*(row[c] for c in _TRADE_COLUMNS), meter, export_start_wh],
+                [*(row[c] for c in _TRADE_COLUMNS), export_start_wh],
             )
             db.executemany(
                 "INSERT INTO fills (trade, side, order_id, home, wh) VALUES (?,?,?,?,?)",

@@ -308,10 +308,7 @@ class GatewayService:
                     self._prove(effect)
                 elif isinstance(effect, Settle):
                     self._ledger_write(
-                        self.ledger.settle,
-                        effect.record,
-                        meter=effect.meter,
-                        export_start_wh=effect.export_start_wh,
+                        self.ledger.settle, effect.record, export_start_wh=effect.export_start_wh
                     )
                 elif isinstance(effect, Deliver):
                     self._ledger_write(self.ledger.record_delivery, effect.record)

@@ -42,6 +42,7 @@ def trade(n: int, *, wh: int = 500, price: int = 120) -> TradeRecord:
         interval=7,
         ts=1_000 + n,
         maker="sell",
+        meter="m-s",
         settled_ts=1_050 + n,
         value=value,
         buyer_pays=value,
@@ -215,17 +216,18 @@ def test_receipts_prove_each_trade() -> None:
 
 
 def test_proof_context_binds_every_field() -> None:
-    base = {"gateway": "g", "trade": "t1", "seller": "s", "wh": 5, "interval": 1}
+    base = {"gateway": "g", "trade": "t1", "seller": "s", "meter": "m", "wh": 5, "interval": 1}
     contexts = {proof_context(**base)}  # type: ignore[arg-type]
     for key, other in [
         ("gateway", "h"),
         ("trade", "t2"),
         ("seller", "x"),
+        ("meter", "m2"),
         ("wh", 6),
         ("interval", 2),
     ]:
         contexts.add(proof_context(**{**base, key: other}))  # type: ignore[arg-type]
-    assert len(contexts) == 6
+    assert len(contexts) == 7
 
 
 def test_bad_seal_arguments() -> None:

@@ -46,6 +46,11 @@ CAPACITY_WH = 10_000
 RESERVE_BP = 2000
 
 
+def home_meter(gateway: str, home: str) -> str:
+    """The meter :class:`GatewaySim`'s registration lists for ``home-<i>``: ``<gateway>-m<i>``."""
+    return f"{gateway}-m{home.rsplit('-', 1)[-1]}"
+
+
 def make_record(
     gateway: str,
     trade: Trade,
@@ -53,11 +58,20 @@ def make_record(
     soc_bp: int = 9000,
     reserved_bp: int = 0,
     settled_ts: int = T0,
+    *,
+    meter: str | None = None,
 ) -> TradeRecord:
-    """A settled trade as edge.gateway's core records it, with a real commitment and proof."""
+    """A settled trade as edge.gateway's core records it, with a real commitment and proof;
+    ``meter`` the seller's (default :func:`home_meter`)."""
+    meter = meter if meter is not None else home_meter(gateway, trade.seller)
     threshold = RESERVE_BP + -(-trade.wh * 10_000 // CAPACITY_WH)
     context = proof_context(
-        gateway=gateway, trade=trade.id, seller=trade.seller, wh=trade.wh, interval=trade.interval
+        gateway=gateway,
+        trade=trade.id,
+        seller=trade.seller,
+        meter=meter,
+        wh=trade.wh,
+        interval=trade.interval,
     )
     commitment, opening = commit(soc_bp)
     proof = prove_at_least(opening, threshold=threshold, reserved=reserved_bp, context=context)
@@ -73,6 +87,7 @@ def make_record(
         interval=trade.interval,
         ts=trade.ts,
         maker=trade.maker,
+        meter=meter,
         settled_ts=settled_ts,
         value=s.value,
         buyer_pays=s.buyer_pays,

@@ -18,7 +18,7 @@ from coordinator.verify import (
 )
 from edge.batch import Batch, batch_hash, decode_batch, encode_batch
 from edge.market import settle as market_settle
-from tests.unit.coordinator.pipeline import GatewaySim, reseal, resign
+from tests.unit.coordinator.pipeline import GatewaySim, make_record, reseal, resign
 
 
 @dataclasses.dataclass
@@ -90,6 +90,7 @@ def test_a_valid_chain_is_accepted_with_every_check_passing(chain: Chain) -> Non
         "settlement",
         "replay",
         "trade.cross_gateway",
+        "trade.meter",
         "delivery",
     ):
         assert name in checks
@@ -328,6 +329,35 @@ def test_a_meter_under_two_gateways_is_flagged(chain: Chain) -> None:
     assert "shared-m" in result.failures[0].detail
 
 
+def test_a_seller_meter_not_registered_to_the_gateway_is_named() -> None:
+    """A trade that names a meter outside the gateway's registration, even with a proof made
+    for that meter and the batch signed by the gateway's own key, fails ``trade.meter`` only;
+    the other trades pass."""
+    sim = GatewaySim(gateway="gw-a")
+    other = GatewaySim(gateway="gw-b")
+    t1, t2 = sim.pair(), sim.pair()
+    good = sim.records([t1])[0]
+    foreign = make_record("gw-a", t2, sim.rates, meter="gw-b-m1")  # proof bound to that meter
+    assert foreign.meter not in sim.meters and foreign.meter in other.meters
+    batch = sim.seal(records=[good, foreign])
+    result = run(batch, registry(sim, other))
+    assert result.verdict == "refused" and failing(result) == {"trade.meter"}
+    (finding,) = result.failures
+    assert finding.trade == t2.id and "gw-b-m1" in finding.detail and "gw-a" in finding.detail
+
+
+def test_a_proof_moved_to_another_meter_fails_the_proof() -> None:
+    """The proof is bound to the seller's meter: renaming the meter (to another registered one
+    of the same gateway) and re-sealing breaks the proof, not the meter check."""
+    sim = GatewaySim(gateway="gw-a")
+    t1 = sim.pair()
+    record = sim.records([t1])[0]
+    other_meter = next(m for m in sorted(sim.meters) if m != record.meter)
+    batch = sim.seal(records=[dataclasses.replace(record, meter=other_meter)])
+    result = run(batch, registry(sim))
+    assert failing(result) == {"proof"} and result.failures[0].trade == t1.id
+
+
 def test_an_unregistered_gateway_is_refused(chain: Chain) -> None:
     result = run(chain.b1, {})
     assert result.verdict == "refused" and failing(result) == {"gateway.registered"}
@@ -356,7 +386,14 @@ def test_a_threshold_below_the_reserve_is_named() -> None:
     t = sim.pair()
     record = sim.records([t])[0]
     commitment, opening = commit(1500)
-    ctx = proof_context(gateway="gw-r", trade=t.id, seller=t.seller, wh=t.wh, interval=t.interval)
+    ctx = proof_context(
+        gateway="gw-r",
+        trade=t.id,
+        seller=t.seller,
+        meter=record.meter,
+        wh=t.wh,
+        interval=t.interval,
+    )
     low = dataclasses.replace(
         record,
         commitment=commitment,

@@ -92,7 +92,7 @@ def test_order_to_lock_to_settlement(config: GatewayConfig) -> None:
     assert p.threshold_bp == 2000 + 600  # reserve + 600 Wh of a 10 kWh battery
     assert p.reserved_bp == 0
     assert p.context == proof_context(
-        gateway="gw1", trade="t1", seller="alice", wh=600, interval=core.interval
+        gateway="gw1", trade="t1", seller="alice", meter="m-a", wh=600, interval=core.interval
     )
     commitment, proof = prove(p)
     lock_effects = core.proof_ready(trade="t1", commitment=commitment, proof=proof, now=T0 + 40)
@@ -109,6 +109,7 @@ def test_order_to_lock_to_settlement(config: GatewayConfig) -> None:
     expected = settle(core.engine.trade("t1"), Rates(interval_s=900))
     assert s.record.wh == 600 and s.record.price == 120  # the resting sell's price
     assert (s.record.buyer, s.record.seller) == ("bob", "alice")
+    assert s.record.meter == "m-a"  # the seller's meter, the one that locked and was proven
     assert s.record.value == expected.value
     assert s.record.buyer_pays == s.record.seller_receives + s.record.commission + s.record.grid_fee
     assert s.record.tokens_burned == 600 and s.record.carbon_mg == 600 * 820

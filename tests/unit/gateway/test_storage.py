@@ -24,6 +24,7 @@ def record(n: int, **over: object) -> TradeRecord:
         interval=3,
         ts=10,
         maker="sell",
+        meter="m-a",
         settled_ts=20,
         value=12_000_000,
         buyer_pays=14_000_000,
@@ -91,8 +92,8 @@ def test_ledger_pragmas_and_schema(tmp_path: Path) -> None:
 
 def test_settlement_writes_every_record_once(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite3")
-    assert ledger.settle(record(1), meter="m-a", export_start_wh=5)
-    assert not ledger.settle(record(1), meter="m-a", export_start_wh=5)
+    assert ledger.settle(record(1), export_start_wh=5)
+    assert not ledger.settle(record(1), export_start_wh=5)
     totals = ledger.totals()
     assert totals["trades"] == 1 and totals["fills"] == 2 and totals["yields"] == 2
     assert totals["burn_records"] == 1 and totals["carbon_records"] == 1
@@ -108,14 +109,14 @@ def test_settlement_writes_every_record_once(tmp_path: Path) -> None:
 def test_a_failed_settlement_leaves_nothing(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite3")
     with pytest.raises(sqlite3.IntegrityError):
-        ledger.settle(record(1, wh=0), meter="m-a", export_start_wh=0)  # CHECK (wh > 0)
+        ledger.settle(record(1, wh=0), export_start_wh=0)  # CHECK (wh > 0)
     assert ledger.totals()["trades"] == 0 and ledger.totals()["fills"] == 0
     # the failure happened after nothing else: also a failure in the middle rolls back
     ledger.db.execute(
         "CREATE TRIGGER boom BEFORE INSERT ON carbon_credits BEGIN SELECT RAISE(ABORT, 'x'); END"
     )
     with pytest.raises(sqlite3.IntegrityError):
-        ledger.settle(record(2), meter="m-a", export_start_wh=0)
+        ledger.settle(record(2), export_start_wh=0)
     totals = ledger.totals()
     assert (totals["trades"], totals["fills"], totals["yields"], totals["burn_records"]) == (
         0,
@@ -127,8 +128,8 @@ def test_a_failed_settlement_leaves_nothing(tmp_path: Path) -> None:
 
 def test_delivery_and_batches(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite3")
-    ledger.settle(record(1), meter="m-a", export_start_wh=5)
-    ledger.settle(record(2), meter="m-a", export_start_wh=5)
+    ledger.settle(record(1), export_start_wh=5)
+    ledger.settle(record(2), export_start_wh=5)
     assert [lk.trade for lk in ledger.active_locks()] == ["t1", "t2"]
     ledger.record_delivery(
         DeliveryRecord(trade="t1", status="defaulted", wh=100, delivered_wh=40, ts=9)
@@ -179,7 +180,54 @@ def test_a_bound_ledger_refuses_other_threads(tmp_path: Path) -> None:
         with pytest.raises(LedgerError, match="disk thread"):
             ledger.totals()  # another thread may not
         with pytest.raises(LedgerError):
-            ledger.settle(record(1), meter="m-a", export_start_wh=0)
+            ledger.settle(record(1), export_start_wh=0)
     ledger.unbind()
     assert ledger.totals()["trades"] == 0
     ledger.close()
+
+
+def _v1_ledger(path: Path, *, batch_seqs: list[int | None]) -> None:
+    """A ledger file as schema version 1 left it, with one trade per entry of ``batch_seqs``."""
+    from edge.gateway.ledger import MIGRATIONS
+
+    db = sqlite3.connect(path, isolation_level=None)
+    v1 = MIGRATIONS[0]
+    assert isinstance(v1, str)
+    db.executescript(v1)
+    db.execute("PRAGMA user_version=1")
+    for n, batch_seq in enumerate(batch_seqs, start=1):
+        row = record(n).to_json()
+        row["commitment"], row["proof"] = b"\x02" * 33, b"p"
+        row |= {"export_start_wh": 0, "batch_seq": batch_seq}
+        db.execute(
+            f"INSERT INTO trades ({','.join(row)}) VALUES ({','.join('?' * len(row))})",
+            list(row.values()),
+        )
+    db.close()
+
+
+def test_migration_to_v2_keeps_batched_trades(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite3"
+    _v1_ledger(path, batch_seqs=[1, 1])
+    ledger = Ledger(path)
+    assert ledger.schema_version == SCHEMA_VERSION == 2
+    indexes = {r[0] for r in ledger.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "trades_meter" in indexes
+    assert ledger.settled_ids() == {"t1", "t2"} and ledger.unbatched() == ([], [])
+    assert ledger.settle(record(3), export_start_wh=0)
+    (t3,), _ = ledger.unbatched()
+    assert t3 == record(3)  # the batch record round-trips, seller meter included
+    ledger.close()
+
+
+def test_migration_to_v2_refuses_unbatched_v1_trades(tmp_path: Path) -> None:
+    """Their proofs are bound to the v1 proof context (no meter): no coordinator of this
+    version would verify them, so the upgrade waits until they are batched."""
+    path = tmp_path / "l.sqlite3"
+    _v1_ledger(path, batch_seqs=[1, None])
+    with pytest.raises(LedgerError, match="1 trades settled under ledger schema 1"):
+        Ledger(path)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1  # nothing changed
+    assert db.execute("SELECT COUNT(*) FROM trades").fetchone()[0] == 2
+    db.close()
