@@ -13,7 +13,6 @@ keys and defaults of the gateway's ``gateway.toml``), ``[verify]`` (the least So
 
 from __future__ import annotations
 
-import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from coordinator.errors import ConfigError
 from coordinator.soroban import LOCAL_PASSPHRASE, SorobanConfig
 from coordinator.verify import Rules
 from edge.market import MarketParams, Rates
+from edge.settings import Table as _Table
 
 __all__ = [
     "ADMIN_TOKEN_ENV",
@@ -105,82 +105,30 @@ class CoordinatorConfig:
     rules: Rules = field(default_factory=Rules)
 
 
-class _Table:
-    """Typed reads from one TOML table; every error names the dotted key."""
-
-    def __init__(self, data: Mapping[str, Any], path: str) -> None:
-        self.data = data
-        self.path = path
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def get(self, name: str, kinds: tuple[type, ...], what: str, default: Any) -> Any:
-        self.used.add(name)
-        if name not in self.data:
-            return default
-        value = self.data[name]
-        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-            raise ConfigError(f"expected {what}, got {value!r}", key=self.key(name))
-        return value
-
-    def str(self, name: str, default: str) -> str:
-        return str(self.get(name, (str,), "a string", default))
-
-    def int(self, name: str, default: int, *, lo: int = 0, hi: int | None = None) -> int:
-        value = int(self.get(name, (int,), "an integer", default))
-        if value < lo or (hi is not None and value > hi):
-            span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-            raise ConfigError(f"must be {span}, got {value}", key=self.key(name))
-        return value
-
-    def number(self, name: str, default: float, *, lo: float) -> float:
-        value = float(self.get(name, (int, float), "a number", default))
-        if not math.isfinite(value) or value < lo:
-            raise ConfigError(f"must be a number >= {lo}, got {value}", key=self.key(name))
-        return value
-
-    def bool(self, name: str, default: bool) -> bool:
-        return bool(self.get(name, (bool,), "true or false", default))
-
-    def path_or_none(self, name: str, base: Path) -> Path | None:
-        value = self.str(name, "")
-        return (base / value) if value else None
-
-    def table(self, name: str) -> _Table:
-        return _Table(self.get(name, (dict,), "a table", {}), self.key(name))
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise ConfigError("unknown setting", key=self.key(unknown[0]))
-
-
 def parse_config(data: Mapping[str, Any], *, base: Path) -> CoordinatorConfig:
     """Build the configuration from a parsed TOML document; paths relative to ``base``."""
     root = _Table(data, "")
     h = root.table("http")
     http = HttpConfig(
-        host=h.str("host", "127.0.0.1"),
-        port=h.int("port", 8100, hi=65535),
+        host=h.text("host", "127.0.0.1"),
+        port=h.integer("port", 8100, hi=65535),
         admin_token_file=h.path_or_none("admin_token_file", base),
-        max_body_mb=h.int("max_body_mb", 64, lo=1, hi=4096),
+        max_body_mb=h.integer("max_body_mb", 64, lo=1, hi=4096),
     )
     h.done()
 
     st = root.table("store")
-    store_path = base / st.str("path", "coordinator.sqlite3")
+    store_path = base / st.text("path", "coordinator.sqlite3")
     st.done()
 
     so = root.table("soroban")
     soroban = SorobanSettings(
-        enabled=so.bool("enabled", True),
-        rpc_url=so.str("rpc_url", LOCAL_RPC_URL),
-        network_passphrase=so.str("network_passphrase", LOCAL_PASSPHRASE),
-        contract_id=so.str("contract_id", ""),
+        enabled=so.flag("enabled", True),
+        rpc_url=so.text("rpc_url", LOCAL_RPC_URL),
+        network_passphrase=so.text("network_passphrase", LOCAL_PASSPHRASE),
+        contract_id=so.text("contract_id", ""),
         secret_file=so.path_or_none("secret_file", base),
-        tx_timeout_s=so.int("tx_timeout_s", 30, lo=1, hi=3600),
+        tx_timeout_s=so.integer("tx_timeout_s", 30, lo=1, hi=3600),
         poll_interval_s=so.number("poll_interval_s", 0.5, lo=0.01),
         retry_max_s=so.number("retry_max_s", 60.0, lo=0.01),
     )
@@ -195,8 +143,8 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> CoordinatorConfig:
     so.done()
 
     mk = root.table("market")
-    interval_s = mk.int("interval_s", 900, lo=1)
-    policy = mk.str("policy", "price-time")
+    interval_s = mk.integer("interval_s", 900, lo=1)
+    policy = mk.text("policy", "price-time")
     max_matches_raw = mk.get("max_matches", (int,), "an integer", None)
     try:
         market = MarketParams(policy=policy, max_matches=max_matches_raw)
@@ -208,12 +156,12 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> CoordinatorConfig:
     se = root.table("settlement")
     d = Rates()
     rates = Rates(
-        yield_apy_ppm=se.int("yield_apy_bp", d.yield_apy_ppm // 100) * 100,
+        yield_apy_ppm=se.integer("yield_apy_bp", d.yield_apy_ppm // 100) * 100,
         interval_s=interval_s,
-        tokens_per_kwh=se.int("tokens_per_wh", d.tokens_per_kwh // 1000) * 1000,
-        commission_ppm=se.int("pool_commission_bp", d.commission_ppm // 100, hi=10000) * 100,
-        carbon_mg_per_kwh=se.int("carbon_mg_per_wh", d.carbon_mg_per_kwh // 1000) * 1000,
-        grid_fee_per_kwh=se.int("grid_fee_per_kwh", d.grid_fee_per_kwh),
+        tokens_per_kwh=se.integer("tokens_per_wh", d.tokens_per_kwh // 1000) * 1000,
+        commission_ppm=se.integer("pool_commission_bp", d.commission_ppm // 100, hi=10000) * 100,
+        carbon_mg_per_kwh=se.integer("carbon_mg_per_wh", d.carbon_mg_per_kwh // 1000) * 1000,
+        grid_fee_per_kwh=se.integer("grid_fee_per_kwh", d.grid_fee_per_kwh),
     )
     se.done()
 
@@ -221,8 +169,8 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> CoordinatorConfig:
     rules = Rules(
         market=market,
         rates=rates,
-        min_reserve_bp=ve.int("min_reserve_bp", 2000, hi=10000),
-        proof_chunk=ve.int("proof_chunk", 256, lo=1, hi=100_000),
+        min_reserve_bp=ve.integer("min_reserve_bp", 2000, hi=10000),
+        proof_chunk=ve.integer("proof_chunk", 256, lo=1, hi=100_000),
     )
     ve.done()
     root.done()

@@ -24,6 +24,8 @@ from typing import Any
 
 from edge.errors import ConfigError
 from edge.market import MarketParams, Rates
+from edge.settings import REQUIRED as _REQUIRED
+from edge.settings import Table as _Table
 
 __all__ = [
     "ApiConfig",
@@ -158,60 +160,6 @@ class GatewayConfig:
         return MarketParams(policy=self.market.policy, max_matches=self.market.max_matches)
 
 
-class _Table:
-    """Typed reads from one TOML table; every error names the dotted key."""
-
-    def __init__(self, data: Mapping[str, Any], path: str) -> None:
-        self.data = data
-        self.path = path
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def _get(self, name: str, kinds: tuple[type, ...], what: str, default: Any) -> Any:
-        self.used.add(name)
-        if name not in self.data:
-            if default is _REQUIRED:
-                raise ConfigError("is required", key=self.key(name))
-            return default
-        value = self.data[name]
-        if isinstance(value, bool) and bool not in kinds:
-            raise ConfigError(f"expected {what}, got {value!r}", key=self.key(name))
-        if not isinstance(value, kinds):
-            raise ConfigError(f"expected {what}, got {value!r}", key=self.key(name))
-        return value
-
-    def text(self, name: str, default: Any = None) -> Any:
-        return self._get(name, (str,), "a string", default)
-
-    def integer(self, name: str, default: Any = None, *, lo: int = 0, hi: int | None = None) -> Any:
-        value = self._get(name, (int,), "an integer", default)
-        if isinstance(value, int) and (value < lo or (hi is not None and value > hi)):
-            span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-            raise ConfigError(f"must be {span}, got {value}", key=self.key(name))
-        return value
-
-    def number(self, name: str, default: float, *, lo: float = 0.0) -> float:
-        value = self._get(name, (int, float), "a number", default)
-        if value < lo:
-            raise ConfigError(f"must be >= {lo}, got {value}", key=self.key(name))
-        return float(value)
-
-    def flag(self, name: str, default: bool) -> bool:
-        return bool(self._get(name, (bool,), "true or false", default))
-
-    def table(self, name: str) -> _Table:
-        value = self._get(name, (dict,), "a table", {})
-        return _Table(value, self.key(name))
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise ConfigError("unknown setting", key=self.key(unknown[0]))
-
-
-_REQUIRED = object()
 
 
 def _ident(table: _Table, name: str) -> str:
@@ -391,7 +339,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> GatewayConfig:
     meters: list[Meter] = []
     if registry is not None:
         meters += _registry(_path(base, registry), "gateway.meters")
-    inline = root._get("meters", (list,), "an array of tables", [])
+    inline = root.get("meters", (list,), "an array of tables", [])
     for i, entry in enumerate(inline):
         if not isinstance(entry, dict):
             raise ConfigError("expected a table", key=f"meters[{i}]")
@@ -403,7 +351,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> GatewayConfig:
         seen.add(m.id)
 
     homes: list[Home] = []
-    for i, entry in enumerate(root._get("homes", (list,), "an array of tables", [])):
+    for i, entry in enumerate(root.get("homes", (list,), "an array of tables", [])):
         if not isinstance(entry, dict):
             raise ConfigError("expected a table", key=f"homes[{i}]")
         homes.append(_home(_Table(entry, f"homes[{i}]")))
