@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from edge.batch.canonical import CanonicalError, canonical_bytes, from_hex, parse_canonical, to_hex
 from edge.batch.merkle import inclusion_proof, merkle_root, verify_inclusion
 from edge.errors import NgridError
+from edge.market import Settlement, Trade
 
 __all__ = [
     "BATCH_FORMAT",
@@ -121,6 +122,48 @@ class TradeRecord:
     proof: bytes
     soc_threshold_bp: int
     soc_reserved_bp: int
+
+    @classmethod
+    def of(
+        cls,
+        trade: Trade,
+        settlement: Settlement,
+        *,
+        meter: str,
+        settled_ts: int,
+        commitment: bytes,
+        proof: bytes,
+        soc_threshold_bp: int,
+        soc_reserved_bp: int,
+    ) -> TradeRecord:
+        """The record of ``trade`` settled as ``settlement`` (``edge.market.settle``) with the
+        seller's meter and its SoC proof: the one place a market trade becomes a batch leaf."""
+        return cls(
+            id=trade.id,
+            buy=trade.buy,
+            sell=trade.sell,
+            buyer=trade.buyer,
+            seller=trade.seller,
+            wh=trade.wh,
+            price=trade.price,
+            interval=trade.interval,
+            ts=trade.ts,
+            maker=trade.maker,
+            meter=meter,
+            settled_ts=settled_ts,
+            value=settlement.value,
+            buyer_pays=settlement.buyer_pays,
+            seller_receives=settlement.seller_receives,
+            commission=settlement.commission,
+            grid_fee=settlement.grid_fee,
+            yield_accrual=settlement.yield_accrual,
+            tokens_burned=settlement.tokens_burned,
+            carbon_mg=settlement.carbon_mg,
+            commitment=commitment,
+            proof=proof,
+            soc_threshold_bp=soc_threshold_bp,
+            soc_reserved_bp=soc_reserved_bp,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The canonical-JSON object of this record (bytes as lowercase hex)."""

@@ -595,28 +595,11 @@ class GatewayCore:
     def _settle(self, p: _Pending, now: int, out: list[Effect]) -> None:
         assert p.commitment is not None and p.proof is not None
         t = p.trade
-        s = settle(t, self.config.rates)
-        record = TradeRecord(
-            id=t.id,
-            buy=t.buy,
-            sell=t.sell,
-            buyer=t.buyer,
-            seller=t.seller,
-            wh=t.wh,
-            price=t.price,
-            interval=t.interval,
-            ts=t.ts,
-            maker=t.maker,
+        record = TradeRecord.of(
+            t,
+            settle(t, self.config.rates),
             meter=p.meter.id,
             settled_ts=now,
-            value=s.value,
-            buyer_pays=s.buyer_pays,
-            seller_receives=s.seller_receives,
-            commission=s.commission,
-            grid_fee=s.grid_fee,
-            yield_accrual=s.yield_accrual,
-            tokens_burned=s.tokens_burned,
-            carbon_mg=s.carbon_mg,
             commitment=p.commitment,
             proof=p.proof,
             soc_threshold_bp=p.threshold_bp,
@@ -634,7 +617,7 @@ class GatewayCore:
             export_start_wh=export_start,
         )
         out.append(Settle(record, export_start))
-        out.append(Note("settled", {"trade": t.id, "wh": t.wh, "value": s.value}))
+        out.append(Note("settled", {"trade": t.id, "wh": t.wh, "value": record.value}))
         self.settled_since_batch += 1
         if self.settled_since_batch >= self.config.batch.max_trades and not self.sealing:
             self.sealing = True

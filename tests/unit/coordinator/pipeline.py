@@ -75,28 +75,11 @@ def make_record(
     )
     commitment, opening = commit(soc_bp)
     proof = prove_at_least(opening, threshold=threshold, reserved=reserved_bp, context=context)
-    s = settle(trade, rates)
-    return TradeRecord(
-        id=trade.id,
-        buy=trade.buy,
-        sell=trade.sell,
-        buyer=trade.buyer,
-        seller=trade.seller,
-        wh=trade.wh,
-        price=trade.price,
-        interval=trade.interval,
-        ts=trade.ts,
-        maker=trade.maker,
+    return TradeRecord.of(
+        trade,
+        settle(trade, rates),
         meter=meter,
         settled_ts=settled_ts,
-        value=s.value,
-        buyer_pays=s.buyer_pays,
-        seller_receives=s.seller_receives,
-        commission=s.commission,
-        grid_fee=s.grid_fee,
-        yield_accrual=s.yield_accrual,
-        tokens_burned=s.tokens_burned,
-        carbon_mg=s.carbon_mg,
         commitment=commitment,
         proof=proof,
         soc_threshold_bp=threshold,
