@@ -118,6 +118,9 @@ class LockConfig:
     timeout_ms: int = 3000
     prove_before_lock: bool = True
     telemetry_wait_ms: int = 10_000
+    max_in_flight: int = 4  # unacknowledged commands per meter (the firmware's inbox)
+    queue_max: int = 32  # commands waiting in the gateway per meter beyond those
+    busy_backoff_ms: int = 100  # first wait before a command refused `busy` is sent again
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,8 +161,6 @@ class GatewayConfig:
     @property
     def market_params(self) -> MarketParams:
         return MarketParams(policy=self.market.policy, max_matches=self.market.max_matches)
-
-
 
 
 def _ident(table: _Table, name: str) -> str:
@@ -297,6 +298,9 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> GatewayConfig:
         timeout_ms=lk.integer("timeout_ms", 3000, lo=1),
         prove_before_lock=lk.flag("prove_before_lock", True),
         telemetry_wait_ms=lk.integer("telemetry_wait_ms", 10_000, lo=0),
+        max_in_flight=lk.integer("max_in_flight", 4, lo=1, hi=16),
+        queue_max=lk.integer("queue_max", 32, lo=0, hi=10_000),
+        busy_backoff_ms=lk.integer("busy_backoff_ms", 100, lo=1),
     )
     lk.done()
 

@@ -33,9 +33,14 @@ Rules (docs/gateway.md):
   ``telemetry_wait_ms`` for it (a restarted gateway has heard nobody yet). If the SoC does not
   cover the sale, or the meter stays silent, or the seller has no meter, the trade is voided and
   the rest of the sell order cancelled (both logged).
-- The lock command goes out after the proof (``prove_before_lock``, the default) or right after
+- The lock command is due after the proof (``prove_before_lock``, the default) or right after
   the check above, the proof then being awaited before settlement. The lock's ack settles the
-  trade; a refusal, or no ack by ``timeout_ms`` after the command, voids it.
+  trade; a refusal other than ``busy``, or no ack by ``timeout_ms`` after it was due, voids it.
+- Commands to one meter: at most ``max_in_flight`` (4, the firmware's inbox) sent and not yet
+  acknowledged; the rest wait in a FIFO of at most ``queue_max``. A ``busy`` ack (the meter's
+  inbox was full, the command changed nothing) puts the command back in its place, to be sent
+  again with a new seq after a back-off; past the queue's bound a lock voids its trade
+  (``queue_full``) and a release is dropped (docs/gateway.md, "Commands to a meter").
 - Delivery: the meter reports, authenticated, what it exported against each lock when the
   lock's interval ends (docs/wire.md ``delivery``). The lock is ``delivered`` if that covers its
   Wh, else ``defaulted`` with what it got. Without a report by the interval's end plus
@@ -129,6 +134,7 @@ class Ack:
     op: str
     ok: bool
     reason: str = ""
+    cmd: int = 0  # the acknowledged command's seq (0: the meter could not read it)
 
 
 class WireRefused(GatewayError):
@@ -244,8 +250,35 @@ class _Pending:
     reserved_bp: int = 0
     commitment: bytes | None = None
     proof: bytes | None = None
-    deadline: int | None = None  # set when the lock command is sent
+    deadline: int | None = None  # set when the lock command is due (queued for the meter)
+    sent: bool = False  # a lock command was published at least once
     acked: bool = False
+
+
+@dataclass
+class _Command:
+    """A command for one meter, from the moment it is due until it is acknowledged (or given
+    up). ``n`` orders the meter's queue (FIFO); a ``busy`` command keeps its place."""
+
+    n: int
+    meter: Meter
+    kind: str  # "lock" or "release"
+    trade: str
+    give_up: int | None = None  # releases: first send + timeout_ms (locks: the trade's deadline)
+    ready_at: int = 0  # not before this (the back-off after a `busy`)
+    busy: int = 0  # `busy` acks this command got
+    sends: int = 0
+    seq: int = 0  # the seq it was last sent with
+    expiry: int = 0  # its last send's expiry: in flight until its ack or this time
+
+
+@dataclass
+class _Outbox:
+    """One meter's commands: at most ``locks.max_in_flight`` sent and unacknowledged (by seq),
+    at most ``locks.queue_max`` waiting, in order of ``n``."""
+
+    in_flight: dict[int, _Command] = field(default_factory=dict)
+    waiting: list[_Command] = field(default_factory=list)
 
 
 @dataclass
@@ -297,6 +330,11 @@ class GatewayCore:
         self.sealing = False
         self.replayed_from = 0  # restore: the log position the replay started after
         self._cmd_seq: dict[str, int] = {}
+        self._outboxes: dict[str, _Outbox] = {}  # meter -> its commands (see _dispatch)
+        self._cmd_n = 0  # commands made due so far: their FIFO order
+        self.busy_acks: Counter[str] = Counter()  # meter -> `busy` acks received
+        self.resent: Counter[str] = Counter()  # meter -> commands sent again after a `busy`
+        self.dropped: Counter[str] = Counter()  # meter -> releases not queued or given up
         self._soc_cap = 0  # sum of soc_bp * capacity over fresh meters
         self._cap = 0
         self._counted: dict[str, tuple[int, int]] = {}  # meter -> (soc*cap, cap) in the sums
@@ -363,7 +401,7 @@ class GatewayCore:
                 continue
             meter = core.home_meter.get(trade.seller)
             if meter is not None:
-                out.append(core._release(meter, trade.id, now))
+                core._release(meter, trade.id, now, out)
             core._void(trade.id, "restart", now, out)
         core.settled_since_batch = unbatched
         return core, out
@@ -396,15 +434,151 @@ class GatewayCore:
     def _topic(self, meter: str, leaf: str) -> str:
         return f"{self.prefix}/{meter}/{leaf}"
 
-    def _release(self, meter: Meter, trade: str, now: int) -> Publish:
-        payload = self.codec.release(
-            meter,
-            seq=self._cmd(meter.id, now),
-            trade=trade,
-            expiry=now + self.config.locks.timeout_ms,
-            now=now,
+    # ------------------------------------------------------------------ commands
+
+    def _release(self, meter: Meter, trade: str, now: int, out: list[Effect]) -> None:
+        """Queue a ``release`` of ``trade`` for ``meter`` (sent at once if a slot is free).
+        Past the queue's bound it is dropped, counted and logged: the meter still drops the
+        lock at its interval's end (docs/gateway.md, "Commands to a meter")."""
+        self._cmd_n += 1
+        command = _Command(n=self._cmd_n, meter=meter, kind="release", trade=trade)
+        if not self._enqueue(command, now, out):
+            self.dropped[meter.id] += 1
+            out.append(Note("release_dropped", {"meter": meter.id, "trade": trade}))
+
+    def _enqueue(self, command: _Command, now: int, out: list[Effect]) -> bool:
+        """Append a new command to its meter's queue and send what may go; False (and nothing
+        queued) if the queue already holds ``locks.queue_max`` commands it cannot send."""
+        box = self._outboxes.setdefault(command.meter.id, _Outbox())
+        box.waiting.append(command)  # the newest n: the end of the FIFO
+        self._dispatch(command.meter, now, out)
+        if len(box.waiting) > self.config.locks.queue_max:
+            # Nothing was sent (sending any ready command sends the older ones first).
+            box.waiting.remove(command)
+            return False
+        return True
+
+    def _dispatch(self, meter: Meter, now: int, out: list[Effect]) -> None:
+        """Send ``meter``'s waiting commands, oldest first, while fewer than
+        ``locks.max_in_flight`` are unacknowledged (the firmware's inbox, docs/wire.md
+        "Inbox"). A command whose back-off after ``busy`` has not run out lets later ones go
+        first. A command counts as in flight until its ack or its own expiry (after which the
+        meter refuses it as ``expired`` if it ever reads it)."""
+        box = self._outboxes.get(meter.id)
+        if box is None:
+            return
+        for seq, command in list(box.in_flight.items()):
+            if now >= command.expiry:
+                del box.in_flight[seq]
+                out.append(
+                    Note(
+                        "command_unacked",
+                        {"meter": meter.id, "op": command.kind, "trade": command.trade, "cmd": seq},
+                    )
+                )
+        limit = self.config.locks.max_in_flight
+        i = 0
+        while len(box.in_flight) < limit and i < len(box.waiting):
+            command = box.waiting[i]
+            if command.ready_at > now:
+                i += 1
+                continue
+            del box.waiting[i]
+            self._send(box, command, now, out)
+
+    def _send(self, box: _Outbox, command: _Command, now: int, out: list[Effect]) -> None:
+        """Publish ``command`` with a new seq; a lock's expiry is its trade's deadline, a
+        release's its first send plus ``timeout_ms``, so a command sent again never outlives
+        the first. Nothing is sent for a lock whose trade was decided meanwhile."""
+        meter = command.meter
+        if command.kind == "lock":
+            p = self.pending.get(command.trade)
+            if p is None or p.acked or p.deadline is None or now >= p.deadline:
+                return  # voided, settled, or about to time out (tick voids it)
+            command.seq = self._cmd(meter.id, now)
+            command.expiry = p.deadline
+            payload = self.codec.lock(
+                meter,
+                seq=command.seq,
+                trade=p.trade.id,
+                wh=p.trade.wh,
+                start=p.trade.interval * self.interval_ms,
+                end=(p.trade.interval + 1) * self.interval_ms,
+                expiry=p.deadline,
+                now=now,
+            )
+            p.sent = True
+        else:
+            if command.give_up is None:
+                command.give_up = now + self.config.locks.timeout_ms
+            elif now >= command.give_up:
+                self.dropped[meter.id] += 1
+                out.append(Note("release_given_up", {"meter": meter.id, "trade": command.trade}))
+                return
+            command.seq = self._cmd(meter.id, now)
+            command.expiry = command.give_up
+            payload = self.codec.release(
+                meter, seq=command.seq, trade=command.trade, expiry=command.give_up, now=now
+            )
+        if command.sends:
+            self.resent[meter.id] += 1
+            out.append(
+                Note(
+                    "resent",
+                    {
+                        "meter": meter.id,
+                        "op": command.kind,
+                        "trade": command.trade,
+                        "cmd": command.seq,
+                        "busy": command.busy,
+                    },
+                )
+            )
+        command.sends += 1
+        box.in_flight[command.seq] = command
+        out.append(Publish(self._topic(meter.id, "cmd"), payload, command.trade, command.kind))
+
+    def _acked(self, meter: Meter, ack: Ack, now: int, out: list[Effect]) -> None:
+        """Take the acknowledged command out of flight; after a ``busy``, queue it again (in
+        its old place, after a back-off doubling from ``busy_backoff_ms`` per ``busy``, at most
+        16 times that) unless its trade was decided or it is past its time."""
+        box = self._outboxes.get(meter.id)
+        command = box.in_flight.get(ack.cmd) if box is not None else None
+        if box is not None and (
+            command is None or command.kind != ack.op or command.trade != ack.trade
+        ):
+            command = next(
+                (c for c in box.in_flight.values() if c.kind == ack.op and c.trade == ack.trade),
+                None,
+            )
+        if box is not None and command is not None:
+            del box.in_flight[command.seq]
+        if ack.reason != "busy":
+            return
+        self.busy_acks[meter.id] += 1
+        out.append(
+            Note("busy", {"meter": meter.id, "op": ack.op, "trade": ack.trade, "cmd": ack.cmd})
         )
-        return Publish(self._topic(meter.id, "cmd"), payload, trade, "release")
+        if box is None or command is None:
+            return  # not a command in flight (its time ran out): nothing to send again
+        if command.kind == "lock":
+            p = self.pending.get(command.trade)
+            wanted = p is not None and not p.acked and p.deadline is not None and now < p.deadline
+        else:
+            wanted = command.give_up is None or now < command.give_up
+        if not wanted:
+            return
+        command.busy += 1
+        base = self.config.locks.busy_backoff_ms
+        command.ready_at = now + min(base << min(command.busy - 1, 4), base * 16)
+        at = next((i for i, c in enumerate(box.waiting) if c.n > command.n), len(box.waiting))
+        box.waiting.insert(at, command)
+
+    def _forget_lock(self, meter: str, trade: str) -> None:
+        """Drop ``trade``'s lock from ``meter``'s queue (not from flight: its ack will come)."""
+        box = self._outboxes.get(meter)
+        if box is not None:
+            box.waiting = [c for c in box.waiting if not (c.kind == "lock" and c.trade == trade)]
 
     def _reserved_wh(self, meter: str) -> int:
         held = sum(p.trade.wh for p in self.pending.values() if p.meter.id == meter and p.checked)
@@ -538,26 +712,26 @@ class GatewayCore:
             )
         )
         if not self.config.locks.prove_before_lock:
-            self._send_lock(p, now, out)
+            self._lock_due(p, now, out)
 
-    def _send_lock(self, p: _Pending, now: int, out: list[Effect]) -> None:
+    def _lock_due(self, p: _Pending, now: int, out: list[Effect]) -> None:
+        """The trade's lock command is due: its deadline starts now (``timeout_ms``, whether
+        the command waits in the meter's queue, is sent, or is sent again after ``busy``).
+        If the meter's queue is full the trade is voided (``queue_full``) and the rest of the
+        sell order cancelled, as when the seller's meter cannot take the lock."""
         p.deadline = now + self.config.locks.timeout_ms
-        payload = self.codec.lock(
-            p.meter,
-            seq=self._cmd(p.meter.id, now),
-            trade=p.trade.id,
-            wh=p.trade.wh,
-            start=p.trade.interval * self.interval_ms,
-            end=(p.trade.interval + 1) * self.interval_ms,
-            expiry=p.deadline,
-            now=now,
-        )
-        out.append(Publish(self._topic(p.meter.id, "cmd"), payload, p.trade.id, "lock"))
+        self._cmd_n += 1
+        command = _Command(n=self._cmd_n, meter=p.meter, kind="lock", trade=p.trade.id)
+        if not self._enqueue(command, now, out):
+            out.append(Note("queue_full", {"meter": p.meter.id, "trade": p.trade.id}))
+            self._void(p.trade.id, "queue_full", now, out, cancel=p.trade.sell)
 
     def _void(
         self, trade_id: str, reason: str, now: int, out: list[Effect], *, cancel: str = ""
     ) -> None:
-        self.pending.pop(trade_id, None)
+        p = self.pending.pop(trade_id, None)
+        if p is not None:
+            self._forget_lock(p.meter.id, trade_id)
         self.voids[reason] += 1
         out.append(Note("voided", {"trade": trade_id, "reason": reason}))
         trades = self._log(Void(trade_id, now), out)
@@ -576,7 +750,7 @@ class GatewayCore:
             return out  # voided meanwhile
         p.commitment, p.proof = commitment, proof
         if p.deadline is None:
-            self._send_lock(p, now, out)
+            self._lock_due(p, now, out)
         elif p.acked:
             self._settle(p, now, out)
         return out
@@ -586,8 +760,8 @@ class GatewayCore:
         out: list[Effect] = []
         p = self.pending.get(trade)
         if p is not None:
-            if p.deadline is not None:
-                out.append(self._release(p.meter, trade, now))
+            if p.sent:
+                self._release(p.meter, trade, now, out)
             out.append(Note("proof_failed", {"trade": trade, "error": error}))
             self._void(trade, "proof_failed", now, out)
         return out
@@ -697,23 +871,29 @@ class GatewayCore:
 
     def _on_ack(self, meter: Meter, ack: Ack, now: int) -> list[Effect]:
         out: list[Effect] = []
+        self._acked(meter, ack, now, out)
+        if ack.reason != "busy":  # a busy command was not read: nothing else to decide
+            self._on_answer(meter, ack, now, out)
+        self._dispatch(meter, now, out)  # a slot is free, or a back-off ran out
+        return out
+
+    def _on_answer(self, meter: Meter, ack: Ack, now: int, out: list[Effect]) -> None:
         if ack.op != "lock":
             out.append(Note("ack", {"meter": meter.id, "op": ack.op, "reason": ack.reason}))
-            return out
+            return
         p = self.pending.get(ack.trade)
-        if p is None or p.meter.id != meter.id or p.deadline is None:
+        if p is None or p.meter.id != meter.id or not p.sent:
             out.append(Note("ack_ignored", {"trade": ack.trade, "meter": meter.id, "ok": ack.ok}))
             if ack.ok and ack.trade not in self.locks and ack.trade not in self.pending:
-                out.append(self._release(meter, ack.trade, now))  # a late ack of a void
-            return out
+                self._release(meter, ack.trade, now, out)  # a late ack of a void
+            return
         if not ack.ok:
             self._void(ack.trade, "refused", now, out)
             out.append(Note("lock_refused", {"trade": ack.trade, "reason": ack.reason}))
-            return out
+            return
         p.acked = True
         if p.proof is not None:
             self._settle(p, now, out)
-        return out
 
     # ------------------------------------------------------------------ reference price
 
@@ -778,7 +958,7 @@ class GatewayCore:
                 self._decide(lock, got, now, out)
                 m = self.meters.get(meter_id)
                 if m is not None:
-                    out.append(self._release(m, lock.trade, now))
+                    self._release(m, lock.trade, now, out)
 
     # ------------------------------------------------------------------ timer
 
@@ -795,8 +975,12 @@ class GatewayCore:
                 and now >= p.deadline
                 and trade_id in self.pending
             ):
-                out.append(self._release(p.meter, trade_id, now))
+                # A `busy` never voids by itself; the deadline does, resends or not.
+                if p.sent:
+                    self._release(p.meter, trade_id, now, out)
                 self._void(trade_id, "timeout", now, out)
+        for meter_id in [m for m, box in self._outboxes.items() if box.waiting or box.in_flight]:
+            self._dispatch(self.meters[meter_id], now, out)  # back-offs, expired commands
         stale_before = now - self.config.telemetry.stale_after_s * 1000
         for meter_id, tel in self.telemetry.items():
             if tel.ts < stale_before and meter_id in self._counted:
@@ -914,4 +1098,17 @@ class GatewayCore:
             "refusals": dict(self.refusals),
             "voids": dict(self.voids),
             "meters_fresh": len(self._counted),
+            "commands": self.command_status(),
+        }
+
+    def command_status(self) -> dict[str, dict[str, int]]:
+        """Per meter: commands ``in_flight`` (sent, unacknowledged) and ``waiting`` now;
+        ``busy`` acks received, commands ``resent`` after one, releases ``dropped`` (queue
+        full or past their time), since start."""
+        return {
+            "in_flight": {m: len(b.in_flight) for m, b in self._outboxes.items() if b.in_flight},
+            "waiting": {m: len(b.waiting) for m, b in self._outboxes.items() if b.waiting},
+            "busy": dict(self.busy_acks),
+            "resent": dict(self.resent),
+            "dropped": dict(self.dropped),
         }

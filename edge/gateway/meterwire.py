@@ -62,6 +62,7 @@ class WireCodec:
             op=message.op,
             ok=message.ok,
             reason=message.reason,
+            cmd=message.cmd,
         )
 
     def lock(

@@ -76,8 +76,8 @@ async def test_firmware_locks_acks_and_reports_delivery(mosquitto: Broker, tmp_p
             await api.call("POST", "/v1/orders", "alice", {"side": "sell", "wh": 500, "price": 100})
             # 2 Wh can be delivered in the interval, 400 Wh cannot (1 Wh/s for < 6 s).
             await api.call("POST", "/v1/orders", "bob", {"side": "buy", "wh": 2, "price": 300})
-            # One lock at a time: the firmware's runner drops a command that arrives while it
-            # publishes the previous ack (reported to the firmware's owner).
+            # bob's trade settles first so the two trades' order is known (a burst of locks
+            # for one meter is tests/integration/test_gateway_busy.py).
             await eventually(lambda: trades(api, "bob"), timeout=10)
             await api.call("POST", "/v1/orders", "carol", {"side": "buy", "wh": 400, "price": 300})
 

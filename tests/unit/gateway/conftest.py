@@ -99,7 +99,9 @@ def ack(
     reason: str = "",
     op: str = "lock",
     ts: int = 0,
+    cmd: int = 1,
 ) -> bytes:
+    """A signed ``ack`` of command seq ``cmd``; ``ok`` or refused with ``reason``."""
     return seal(
         key,
         {
@@ -108,7 +110,7 @@ def ack(
             "meter": dev,
             "seq": seq,
             "ts": ts // 1000,
-            "cmd": 1,
+            "cmd": cmd,
             "op": op,
             "trade": trade,
             "ok": 1 if ok else 0,
