@@ -4,7 +4,8 @@ Two ways to run the same firmware files with the simulated hal of :mod:`hil.virt
 (battery, PV, load, lock output; driven by a simple model or a trace):
 
 - hosted on CPython (default, cheap enough for fleets): the firmware's ``Runner`` runs in a
-  thread, its MQTT client is :class:`PahoClient` (umqtt.simple's API over paho-mqtt);
+  thread, its MQTT client is :class:`hil.virtual.mqttclient.PahoClient` (umqtt.simple's API
+  over paho-mqtt, the same adapter the simulation's meters use);
 - in the MicroPython VM (``vm=True``): Node runs the WebAssembly VM (``js/vm_meter.mjs``), the
   firmware's client is ``simhal.BridgeClient`` and this process holds the real connection,
   relaying a JSON line protocol (:class:`_Relay`).
@@ -15,17 +16,14 @@ and ``state.json`` (seq block, counters, locks), so a restart continues where it
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import csv
 import itertools
 import json
 import queue
 import random
-import select
 import subprocess
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,10 +36,10 @@ import paho.mqtt.client as mqtt
 from edge.errors import ConfigError, NgridError
 from hil.virtual import simhal
 from hil.virtual.firmware import REPO_ROOT, import_firmware
+from hil.virtual.mqttclient import PahoClient
 from hil.virtual.vm import JS_DIR, VmError, flash_files, node_path, vm_available
 
 __all__ = [
-    "PahoClient",
     "SimSettings",
     "VirtualMeter",
     "load_meter_config",
@@ -123,131 +121,6 @@ def load_trace(path: Path) -> tuple[tuple[int, int, int], ...]:
     if not rows or any(b[0] <= a[0] for a, b in itertools.pairwise(rows)):
         raise ConfigError(f"{path}: needs rows with increasing t_s", key="trace")
     return tuple(rows)
-
-
-class PahoClient:
-    """umqtt.simple's MQTTClient API over paho-mqtt, driven synchronously (no paho thread).
-
-    Like umqtt: connect() returns after CONNACK, publish(qos=1) after PUBACK and hands the
-    callback every message that arrives before it, check_msg() hands it at most one message;
-    each raises OSError when the connection fails. As umqtt does, a QoS 1 message is
-    PUBACKed only after the callback returns (paho's ``manual_ack``), never if it raises.
-    Messages paho has read but not yet handed over wait here unacknowledged, as bytes wait in
-    a board's socket; the broker sends at most its ``max_inflight_messages`` of them.
-    """
-
-    TIMEOUT_S = 5.0
-
-    def __init__(
-        self, client_id: str, host: str, port: int, user: str, password: str, keepalive: int
-    ) -> None:
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=True,
-            manual_ack=True,
-        )
-        if user:
-            self._client.username_pw_set(user, password or None)
-        self._host, self._port, self._keepalive = host, port, keepalive
-        self._cb: Callable[[bytes, bytes], None] | None = None
-        self._connected: int | None = None  # reason code once CONNACK arrived
-        self._waiting: collections.deque[mqtt.MQTTMessage] = collections.deque()
-        self._client.on_message = self._on_message
-        self._client.on_connect = self._on_connect
-        self.sock = self
-
-    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._waiting.append(msg)
-
-    def _deliver(self) -> bool:
-        if not self._waiting:
-            return False
-        msg = self._waiting.popleft()
-        if self._cb is not None:
-            self._cb(msg.topic.encode(), msg.payload)
-        self._check(self._client.ack(msg.mid, msg.qos))
-        return True
-
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        self._connected = int(rc.value) if hasattr(rc, "value") else int(rc)
-
-    def set_callback(self, cb: Callable[[bytes, bytes], None]) -> None:
-        self._cb = cb
-
-    def set_last_will(self, topic: str, msg: bytes, retain: bool = False, qos: int = 0) -> None:
-        self._client.will_set(topic, msg, qos=qos, retain=retain)
-
-    def _loop(self, timeout: float) -> None:
-        # paho's own loop() uses select() (no descriptor above 1023, so no large fleets) and a
-        # socket pair per client; poll() and the read/write/misc steps have neither limit.
-        sock = self._client.socket()
-        if sock is None:
-            raise OSError("mqtt: not connected")
-        poller = select.poll()
-        poller.register(sock, select.POLLIN | (select.POLLOUT if self._client.want_write() else 0))
-        for _, events in poller.poll(int(timeout * 1000)):
-            if events & (select.POLLIN | select.POLLERR | select.POLLHUP):
-                self._check(self._client.loop_read())
-            if events & select.POLLOUT:
-                self._check(self._client.loop_write())
-        if self._client.want_write():
-            self._check(self._client.loop_write())
-        self._check(self._client.loop_misc())
-
-    @staticmethod
-    def _check(rc: mqtt.MQTTErrorCode) -> None:
-        if rc != mqtt.MQTT_ERR_SUCCESS:
-            raise OSError(f"mqtt: {mqtt.error_string(rc)}")
-
-    def connect(self, clean_session: bool = True) -> None:
-        self._client.connect(self._host, self._port, self._keepalive)
-        deadline = time.monotonic() + self.TIMEOUT_S
-        while self._connected is None:
-            if time.monotonic() > deadline:
-                raise OSError("mqtt: no CONNACK")
-            self._loop(0.05)
-        if self._connected != 0:
-            raise OSError(f"mqtt: connection refused ({self._connected})")
-
-    def subscribe(self, topic: str, qos: int = 0) -> None:
-        rc, _ = self._client.subscribe(topic, qos)
-        if rc != mqtt.MQTT_ERR_SUCCESS:
-            raise OSError(f"mqtt: {mqtt.error_string(rc)}")
-
-    def publish(self, topic: str, msg: bytes, retain: bool = False, qos: int = 0) -> None:
-        info = self._client.publish(topic, msg, qos=qos, retain=retain)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise OSError(f"mqtt: {mqtt.error_string(info.rc)}")
-        deadline = time.monotonic() + self.TIMEOUT_S
-        while True:
-            while self._deliver():  # umqtt's wait_msg() loop before the PUBACK
-                pass
-            if info.is_published():
-                return
-            if time.monotonic() > deadline:
-                raise OSError("mqtt: no PUBACK")
-            self._loop(0.05)
-
-    def check_msg(self) -> None:
-        if not self._waiting:
-            self._loop(0)
-        self._deliver()
-
-    def ping(self) -> None:
-        self._loop(0)  # paho sends PINGREQ itself from its loop
-
-    def wait(self, timeout: float) -> None:
-        """Block up to ``timeout`` s for network activity (the host's idle)."""
-        self._loop(0 if self._waiting else timeout)
-
-    def close(self) -> None:
-        sock = self._client.socket()
-        if sock is not None:
-            sock.close()  # a dropped link, not a clean DISCONNECT: the broker sends the will
-
-    def disconnect(self) -> None:
-        self._client.disconnect()
 
 
 def _battery(config: Mapping[str, Any], sim: SimSettings) -> simhal.SimBattery:

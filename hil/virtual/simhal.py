@@ -5,7 +5,8 @@ CPython (the hosted virtual meter). It stands in for device/hal.py: the firmware
 the same functions (see ngmeter/runner.py). What it simulates:
 
 - ``ManualClock``: ticks (ms, wrapping like MicroPython's) and Unix time that tests advance by
-  hand; ``WallClock``: the host's real clock.
+  hand; ``WallClock``: the host's real clock; ``ScaledClock``: the host's clock run faster;
+  ``HostClock``: a clock the host reads from a function (a simulation's clock).
 - ``SimBattery``: integer energy model. PV and load in W; the battery absorbs surplus and covers
   deficit within its capacity; while the lock output is on it also exports ``lock_export_w``.
   What the battery cannot take or give flows to the grid and becomes import/export pulses (Wh).
@@ -14,7 +15,9 @@ the same functions (see ngmeter/runner.py). What it simulates:
   client API (no network), for the VM tests.
 - ``BridgeClient``: umqtt.simple's client API over a line protocol to the host, which holds the
   real MQTT connection (the VM has no sockets); see hil/virtual/meter.py.
-- ``SimHal``: the hal functions over those parts.
+- ``SimHal``: the hal functions over those parts: a clock, a battery (``SimBattery`` or anything
+  with its sensor side: ``advance(ms)``, ``soc_bp()``, ``power_w``, ``import_wh``/``export_wh``
+  counters and a ``lock`` flag; the simulation's physics is one) and an MQTT client factory.
 """
 
 import json
@@ -99,6 +102,24 @@ class ScaledClock:
 
     def sleep_ms(self, ms):
         time.sleep(ms / 1000 / self.factor)
+
+
+class HostClock:
+    """Time the host keeps: ``now_ms()`` returns ms since the Unix epoch (e.g. a simulation's
+    compressed clock). Ticks are that time modulo the wrap; ``sleep_ms`` returns at once, since
+    the host decides when the firmware runs (it steps the Runner itself)."""
+
+    def __init__(self, now_ms):
+        self.now_ms = now_ms
+
+    def ticks_ms(self):
+        return self.now_ms() % TICKS_PERIOD
+
+    def epoch(self):
+        return self.now_ms() // 1000
+
+    def sleep_ms(self, ms):
+        pass
 
 
 class SimBattery:
@@ -335,7 +356,13 @@ class BridgeClient:
 
 
 class SimHal:
-    """The hal the Runner expects, over a clock, a SimBattery and an MQTT client factory."""
+    """The hal the Runner expects, over a clock, a battery and an MQTT client factory.
+
+    ``clock``: ticks_ms(), epoch(), sleep_ms(ms) (the clocks above). ``battery``: a SimBattery
+    or any object with its sensor side (module docstring); ``advance(ms)`` is called with the
+    ticks elapsed before each reading, ``take_pulses`` hands out and zeroes ``import_wh`` and
+    ``export_wh``, ``set_lock`` sets ``lock``. ``client_factory(client_id, host, port, user,
+    password, keepalive)`` returns umqtt.simple's client API."""
 
     def __init__(self, clock, battery, client_factory, seed=1):
         self.clock = clock

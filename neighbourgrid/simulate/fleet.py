@@ -2,14 +2,17 @@
 or in the MicroPython VM (``--vm``).
 
 - :class:`CPythonFleet`: each meter is a :class:`neighbourgrid.simulate.firmware.FirmwareMeter`
-  (device/ngmeter imported on CPython, a physics-backed hal, umqtt's API over paho).
+  (device/ngmeter imported on CPython, hil.virtual's hal over the physics, umqtt's API over
+  paho: :class:`hil.virtual.mqttclient.PahoClient`).
 - :class:`VmFleet`: each meter's firmware runs in its own MicroPython VM (the WebAssembly port
   pinned in package-lock.json), one long-lived Node process per meter
   (``neighbourgrid/simulate/vm/vm_host.mjs``; the port keeps module-level state, so two VMs
   cannot share a process). The VM has no sockets, so its hal
   (``vm/simvm.py``) turns the firmware's MQTT calls into events that the host carries out on a
-  real connection per meter (:class:`~neighbourgrid.simulate.firmware.PahoMQTTClient`) and hands
-  received messages back in; the clock and the sensors are set by the host before each step.
+  real connection per meter (:class:`hil.virtual.mqttclient.PahoClient`, with
+  ``wait_puback=False``) and hands received messages back in; the clock and the sensors are set
+  by the host before each step. The relay takes a message from the connection (and PUBACKs it)
+  when it passes it into the VM, whose client hands the firmware one per ``check_msg``.
   The firmware itself is unchanged: the same files as on the board.
 
 Both expose the same methods, so the run does not care which one it drives.
@@ -19,13 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from neighbourgrid.simulate.firmware import FirmwareMeter, PahoMQTTClient
+from hil.virtual.mqttclient import PahoClient
+from neighbourgrid.simulate.firmware import FirmwareMeter
 
 __all__ = ["CPythonFleet", "Fleet", "FleetError", "VmFleet"]
 
@@ -79,7 +84,7 @@ class CPythonFleet:
         return all(m.connected for m in self.meters.values())
 
     def add_energy(self, home: str, *, import_wh: int, export_wh: int, seconds: int) -> None:
-        self.meters[home].hal.add_energy(import_wh=import_wh, export_wh=export_wh, seconds=seconds)
+        self.meters[home].add_energy(import_wh=import_wh, export_wh=export_wh, seconds=seconds)
 
     def refusals(self) -> int:
         return sum(int(m.runner.meter.refusals) for m in self.meters.values())
@@ -96,7 +101,8 @@ class _VmMeter:
     config: dict[str, Any]
     soc: Callable[[], int]
     proc: asyncio.subprocess.Process | None = None
-    relay: PahoMQTTClient | None = None
+    relay: PahoClient | None = None
+    received: list[tuple[bytes, bytes]] = field(default_factory=list)
     will: tuple[str, bytes, bool, int] | None = None
     imp: int = 0
     exp: int = 0
@@ -181,14 +187,16 @@ class VmFleet:
                 if m.relay is not None:
                     m.relay.disconnect()
                 cfg = m.config
-                relay = PahoMQTTClient(
+                relay = PahoClient(
                     m.meter,
                     cfg["broker_host"],
-                    port=cfg["broker_port"],
-                    user=cfg.get("broker_user") or None,
-                    password=cfg.get("broker_password") or None,
-                    keepalive=cfg.get("keepalive_s", 60),
+                    cfg["broker_port"],
+                    cfg.get("broker_user") or "",
+                    cfg.get("broker_password") or "",
+                    cfg.get("keepalive_s", 60),
+                    wait_puback=False,
                 )
+                relay.set_callback(functools.partial(self._received, m))
                 if m.will is not None:
                     relay.set_last_will(*m.will)
                 relay.connect()
@@ -210,10 +218,13 @@ class VmFleet:
     async def _step(self, m: _VmMeter) -> None:
         assert m.proc is not None
         for _ in range(16):
-            inbox = []
-            if m.relay is not None:
-                while (item := m.relay.take()) is not None:
-                    inbox.append([item[0].decode(), base64.b64encode(item[1]).decode()])
+            try:
+                if m.relay is not None:
+                    self._receive(m)
+            except OSError as err:
+                raise FleetError(f"meter {m.meter}: its MQTT relay failed: {err}") from err
+            inbox = [[t.decode(), base64.b64encode(p).decode()] for t, p in m.received]
+            m.received.clear()
             request = {
                 "now": int(self.clock()),
                 "soc": int(m.soc()),
@@ -236,8 +247,26 @@ class VmFleet:
             self._apply(m, out["events"])
             m.connected = bool(out["connected"])
             m.refusals = int(out["refusals"])
-            if m.relay is None or m.relay.pending() == 0:
-                break
+            try:
+                if m.relay is None or m.relay.pending() == 0:
+                    break
+            except OSError as err:
+                raise FleetError(f"meter {m.meter}: its MQTT relay failed: {err}") from err
+
+    @staticmethod
+    def _received(m: _VmMeter, topic: bytes, payload: bytes) -> None:
+        m.received.append((topic, payload))
+
+    @staticmethod
+    def _receive(m: _VmMeter) -> None:
+        """Move what the relay's connection holds into ``m.received``, one message per
+        check_msg as umqtt.simple reads them."""
+        assert m.relay is not None
+        while True:
+            before = len(m.received)
+            m.relay.check_msg()
+            if len(m.received) == before:
+                return
 
     def connected(self) -> bool:
         return all(m.connected and m.relay is not None for m in self.meters.values())

@@ -6,6 +6,7 @@ sends a lock built with edge.wire and checks the authenticated ack and the deliv
 
 from __future__ import annotations
 
+import functools
 import json
 import queue
 import socket
@@ -23,6 +24,7 @@ import pytest
 from edge import wire
 from hil.virtual import simhal
 from hil.virtual.meter import SimSettings, VirtualMeter
+from hil.virtual.mqttclient import PahoClient
 from hil.virtual.vm import vm_available
 from tests.brokers import Broker
 
@@ -271,26 +273,16 @@ def umqtt_simple(monkeypatch: pytest.MonkeyPatch) -> Any:
     return module
 
 
-def test_a_burst_through_the_firmwares_own_mqtt_client(
-    mosquitto: Broker, gateway: Gateway, umqtt_simple: Any, tmp_path: Path
-) -> None:
-    """The Runner with micropython-lib's umqtt.simple (the client device/hal.py uses on a board)
-    against Mosquitto: 20 commands back to back, each answered once (ok or busy)."""
+def _burst_through(client: Any, broker: Broker, gateway: Gateway, flash: Path) -> Any:
+    """The Runner on ``client`` (a hal.mqtt_client factory) against ``broker``: 20 pings
+    published back to back, each must be answered once (ok or busy). Returns the Runner."""
     from hil.virtual.firmware import import_firmware
 
     gw_id = gateway.base.split("/")[1]
-    flash = tmp_path / "flash"
     flash.mkdir()
     (flash / "config.json").write_text(
-        json.dumps(meter_config(mosquitto, "m-1", gw_id) | {"report_s": 60})
+        json.dumps(meter_config(broker, "m-1", gw_id) | {"report_s": 60})
     )
-
-    def client(client_id: str, host: str, port: int, user: str, password: str, keep: int) -> Any:
-        # as device/hal.py:mqtt_client builds it
-        return umqtt_simple.MQTTClient(
-            client_id, host, port=port, user=user or None, password=password or None, keepalive=keep
-        )
-
     runner_mod = import_firmware("ngmeter.runner")
     hal = simhal.SimHal(simhal.WallClock(), simhal.SimBattery(10000, 8000), client)
     runner = runner_mod.Runner(hal, str(flash))
@@ -323,7 +315,89 @@ def test_a_burst_through_the_firmwares_own_mqtt_client(
     assert sorted(a.cmd for a in got) == list(range(1, 21))
     assert {a.reason for a in got} <= {"ok", "busy"}
     assert runner.connects == 1 and runner.overflows == 0
+    return runner
+
+
+def test_a_burst_through_the_firmwares_own_mqtt_client(
+    mosquitto: Broker, gateway: Gateway, umqtt_simple: Any, tmp_path: Path
+) -> None:
+    """The Runner with micropython-lib's umqtt.simple (the client device/hal.py uses on a board)
+    against Mosquitto: 20 commands back to back, each answered once (ok or busy)."""
+
+    def client(client_id: str, host: str, port: int, user: str, password: str, keep: int) -> Any:
+        # as device/hal.py:mqtt_client builds it
+        return umqtt_simple.MQTTClient(
+            client_id, host, port=port, user=user or None, password=password or None, keepalive=keep
+        )
+
+    runner = _burst_through(client, mosquitto, gateway, tmp_path / "flash")
     print(f"\n20 pings through umqtt.simple: {runner.busy} answered busy")
+
+
+@pytest.mark.parametrize("wait_puback", [True, False], ids=["waits-for-puback", "no-wait"])
+def test_a_burst_through_the_paho_adapter(
+    mosquitto: Broker, gateway: Gateway, tmp_path: Path, wait_puback: bool
+) -> None:
+    """The same burst through PahoClient, in both of its publish modes (the virtual meter's and
+    the simulation's): every command answered once, the inbox never overflows."""
+    client = functools.partial(PahoClient, wait_puback=wait_puback)
+    runner = _burst_through(client, mosquitto, gateway, tmp_path / "flash")
+    print(f"\n20 pings through PahoClient(wait_puback={wait_puback}): {runner.busy} busy")
+
+
+@pytest.mark.parametrize("wait_puback", [True, False], ids=["waits-for-puback", "no-wait"])
+def test_the_paho_adapter_hands_over_messages_as_umqtt_simple_does(
+    mosquitto: Broker, topic_prefix: str, wait_puback: bool
+) -> None:
+    """One message per check_msg(); a QoS 1 publish hands over every message waiting; a
+    callback that raises gets the exception out of the call (the message is not handed over
+    twice); a published message reaches the broker in either mode."""
+    got: list[bytes] = []
+    client = PahoClient(
+        f"pc-{wait_puback}", mosquitto.host, mosquitto.port, "", "", 30, wait_puback=wait_puback
+    )
+    client.set_callback(lambda topic, payload: got.append(payload))
+    client.connect()
+    client.subscribe(f"{topic_prefix}/in", 1)
+    sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"ps-{wait_puback}")
+    out: queue.Queue[bytes] = queue.Queue()
+    sender.on_message = lambda c, u, m: out.put(m.payload)
+    sender.connect(mosquitto.host, mosquitto.port)
+    sender.subscribe(f"{topic_prefix}/out", 1)
+    sender.loop_start()
+    try:
+        time.sleep(0.3)  # both subscriptions in place
+
+        def send(n: int) -> None:
+            for i in range(n):
+                sender.publish(f"{topic_prefix}/in", b"m%d" % i, qos=1).wait_for_publish(5)
+
+        send(3)
+        deadline = time.monotonic() + 5
+        while client.pending() < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.pending() == 3
+        client.check_msg()
+        assert got == [b"m0"]
+        client.publish(f"{topic_prefix}/out", b"ack", qos=1)
+        assert got == [b"m0", b"m1", b"m2"]
+        assert out.get(timeout=5) == b"ack"
+
+        def refuse(topic: bytes, payload: bytes) -> None:
+            raise OSError("inbox full")
+
+        client.set_callback(refuse)
+        send(1)
+        deadline = time.monotonic() + 5
+        while client.pending() < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(OSError, match="inbox full"):
+            client.check_msg()
+        assert client.pending() == 0
+    finally:
+        client.close()
+        sender.loop_stop()
+        sender.disconnect()
 
 
 def test_cli_runs_a_virtual_meter(mosquitto: Broker, gateway: Gateway, tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from edge.errors import ConfigError
-from neighbourgrid.simulate.firmware import TICKS_PERIOD, PhysicsHal
+from hil.virtual.simhal import TICKS_PERIOD, HostClock, SimHal
+from neighbourgrid.simulate.firmware import PhysicsSensors
 from neighbourgrid.simulate.homes import make_homes
 from neighbourgrid.simulate.physics import run_baseline
 from neighbourgrid.simulate.report import (
@@ -107,16 +108,22 @@ def test_prices_sit_between_feed_in_and_grid_tariff() -> None:
             assert b.buy_price is not None and 80 < b.buy_price < 320
 
 
-def test_physics_hal_hands_out_each_pulse_once_and_tells_simulated_time() -> None:
+def test_the_firmwares_hal_over_the_physics_hands_out_each_pulse_once_in_simulated_time() -> None:
     now = [1_744_329_600_000]
-    hal = PhysicsHal(soc=lambda: 6543, clock=lambda: now[0], client_factory=None)  # type: ignore[arg-type]
+    sensors = PhysicsSensors(soc=lambda: 6543)
+    hal = SimHal(HostClock(lambda: now[0]), sensors, None, seed=1)
     assert hal.epoch() == 1_744_329_600
     assert hal.read_soc_bp() == 6543
-    hal.add_energy(import_wh=12, export_wh=300, seconds=900)
+    sensors.add_energy(import_wh=12, export_wh=300, seconds=900)
     assert hal.read_power_w() == (12 - 300) * 4
     assert hal.take_pulses() == (12, 300)
     assert hal.take_pulses() == (0, 0)
+    sensors.add_energy(import_wh=1, export_wh=2, seconds=900)
+    sensors.add_energy(import_wh=3, export_wh=4, seconds=900)
+    assert hal.take_pulses() == (4, 6)
     t1 = hal.ticks_ms()
     now[0] += 1500
     assert hal.ticks_diff(hal.ticks_ms(), t1) == 1500
     assert 0 <= hal.ticks_ms() < TICKS_PERIOD
+    hal.set_lock(True)
+    assert sensors.lock and hal.lock_output
