@@ -7,13 +7,13 @@ or in the MicroPython VM (``--vm``).
 - :class:`VmFleet`: each meter's firmware runs in its own MicroPython VM (the WebAssembly port
   pinned in package-lock.json), one long-lived Node process per meter
   (``neighbourgrid/simulate/vm/vm_host.mjs``; the port keeps module-level state, so two VMs
-  cannot share a process). The VM has no sockets, so its hal
-  (``vm/simvm.py``) turns the firmware's MQTT calls into events that the host carries out on a
-  real connection per meter (:class:`hil.virtual.mqttclient.PahoClient`, with
-  ``wait_puback=False``) and hands received messages back in; the clock and the sensors are set
-  by the host before each step. The relay takes a message from the connection (and PUBACKs it)
-  when it passes it into the VM, whose client hands the firmware one per ``check_msg``.
-  The firmware itself is unchanged: the same files as on the board.
+  cannot share a process). Its hal is hil.virtual.simhal's ``SimHal`` (uploaded with the
+  firmware) over the clock and sensors of ``vm/simvm.py``. The VM has no sockets, so its MQTT
+  client (``vm/simvm.py``) turns the firmware's MQTT calls into events that the host carries
+  out on a real connection per meter (:class:`hil.virtual.mqttclient.PahoClient`, with
+  ``wait_puback=False``) and hands received messages back in. The relay takes a message from
+  the connection (and PUBACKs it) when it passes it into the VM, whose client hands the
+  firmware one per ``check_msg``. The firmware itself is unchanged: the same files as on the board.
 
 Both expose the same methods, so the run does not care which one it drives.
 """
@@ -158,14 +158,12 @@ class VmFleet:
     async def add(
         self, *, home: str, config: dict[str, Any], soc: Callable[[], int], seed: int
     ) -> None:
-        from hil.virtual.firmware import firmware_files
+        from hil.virtual.vm import flash_files
 
         proc = await self._start()
         meter = config["device_id"]
-        files = {
-            f"/fw/{rel}": data.decode() for rel, data in firmware_files(include_hal=False).items()
-        }
-        files["/fw/simvm.py"] = (VM_DIR / "simvm.py").read_text()
+        # the firmware without device/hal.py, hil/virtual/simhal.py and the simulation's side
+        files = flash_files("/fw", extra={"simvm.py": (VM_DIR / "simvm.py").read_text()})
         root = f"/m/{meter}"
         files[f"{root}/config.json"] = json.dumps(config)
         code = (

@@ -1,13 +1,13 @@
-# The simulation's side of a meter in the MicroPython VM: a hal whose sensors and clock the host
+# The simulation's side of a meter in the MicroPython VM: the virtual meter's hal
+# (hil/virtual/simhal.py's SimHal, uploaded next to this file) over a clock and sensors the host
 # sets before each step, and umqtt.simple's client API whose traffic the host relays to the real
 # broker (the WebAssembly port has no sockets). Runs on MicroPython; the firmware is unchanged.
 import binascii
 import json
 
+import simhal
 from ngmeter import config as fwconfig
 from ngmeter.runner import Runner
-
-TICKS = 1 << 30
 
 
 def _b64(data):
@@ -52,81 +52,34 @@ class Bridge:
         pass
 
 
-class Hal:
-    def __init__(self, sim):
-        self.sim = sim
-        self.rand = sim.seed
-
-    def init(self, cfg):
-        pass
-
-    def ticks_ms(self):
-        return self.sim.now_ms % TICKS
-
-    def ticks_diff(self, a, b):
-        half = TICKS // 2
-        return ((a - b + half) % TICKS) - half
-
-    def ticks_add(self, a, b):
-        return (a + b) % TICKS
-
-    def sleep_ms(self, ms):
-        pass
-
-    def epoch(self):
-        return self.sim.now_ms // 1000
-
-    def random_below(self, n):
-        self.rand = (self.rand * 1103515245 + 12345) & 0x7FFFFFFF
-        return self.rand % n if n > 0 else 0
-
-    def read_soc_bp(self):
-        return self.sim.soc
-
-    def read_power_w(self):
-        return self.sim.power
-
-    def take_pulses(self):
-        out = (self.sim.imp, self.sim.exp)
-        self.sim.imp = self.sim.exp = 0
-        return out
-
-    def set_lock(self, active):
-        self.sim.lock = bool(active)
-
-    def watchdog(self, ms):
-        pass
-
-    def feed(self):
-        pass
-
-    def network_up(self):
-        return self.sim.link
-
-    def mqtt_client(self, client_id, host, port, user, password, keepalive):
-        return Bridge(self.sim)
-
-    def log(self, msg):
-        pass
-
-    def reset(self):
-        raise SystemExit("reset")
-
-
 class Sim:
+    """What the host sets each step: the clock (ms since the epoch), the link, received messages
+    and the sensors, in the battery shape SimHal reads (soc_bp(), power_w, import_wh/export_wh
+    counters, lock; advance() does nothing: the host's physics runs per interval)."""
+
     def __init__(self, root, seed):
         self.root = root
         self.seed = seed
         self.now_ms = 0
         self.soc = 0
-        self.power = 0
-        self.imp = 0
-        self.exp = 0
+        self.power_w = 0
+        self.import_wh = 0
+        self.export_wh = 0
         self.lock = False
         self.link = False
         self.inbox = []
         self.events = []
         self.runner = None
+        self.hal = None
+
+    def soc_bp(self):
+        return self.soc
+
+    def advance(self, ms):
+        pass
+
+    def clock(self):
+        return self.now_ms
 
 
 SIM = None
@@ -138,7 +91,10 @@ def boot(root, seed, now_ms):
     SIM.now_ms = now_ms
     with open(root + "/config.json") as f:
         cfg = fwconfig.parse(f.read())
-    SIM.runner = Runner(Hal(SIM), root, cfg)
+    sim = SIM
+    sim.hal = simhal.SimHal(simhal.HostClock(sim.clock), sim, lambda *args: Bridge(sim), seed)
+    sim.hal.net_up = False
+    SIM.runner = Runner(sim.hal, root, cfg)
 
 
 def step(req):
@@ -148,10 +104,10 @@ def step(req):
     sim = SIM
     sim.now_ms = r["now"]
     sim.soc = r["soc"]
-    sim.power = r["power"]
-    sim.imp += r["imp"]
-    sim.exp += r["exp"]
-    sim.link = r["link"]
+    sim.power_w = r["power"]
+    sim.import_wh += r["imp"]
+    sim.export_wh += r["exp"]
+    sim.link = sim.hal.net_up = r["link"]
     for topic, payload in r["inbox"]:
         sim.inbox.append((topic, binascii.a2b_base64(payload.encode())))
     sim.events = []
