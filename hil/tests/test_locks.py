@@ -94,9 +94,10 @@ def test_survives_a_reset_in_the_middle_of_a_lock(
 def test_lock_pin_follows_the_lock(
     meter: Provisioned, firmware: Firmware, gateway_peer: GatewayPeer
 ) -> None:
-    """On a bench the relay/LED on the lock pin is on while energy is locked."""
+    """On a bench the relay/LED on the lock pin is on while energy is locked, off once released."""
     from provisioning.board import Board
 
+    read_pin = "__import__('machine').Pin(__import__('hal').DEFAULTS['lock_pin']).value()"
     peer = gateway_peer
     peer.wait("state")
     seq, _ = peer.lock(trade="t-pin", wh=100, seconds=600)
@@ -104,7 +105,11 @@ def test_lock_pin_follows_the_lock(
     peer.wait("state", lambda s: s.locked_wh > 0, after=peer.mark())
     with Board(port=firmware.board.port) as session:
         session.interrupt()
-        pin = session.eval_json(
-            "__import__('machine').Pin(__import__('hal').DEFAULTS['lock_pin']).value()"
-        )
-    assert pin == 1
+        assert session.eval_json(read_pin) == 1
+        session.soft_reset()
+    released = peer.release(trade="t-pin")
+    assert ack_of(peer, released).ok
+    peer.wait("state", lambda s: s.locked_wh == 0, after=peer.mark())
+    with Board(port=firmware.board.port) as session:
+        session.interrupt()
+        assert session.eval_json(read_pin) == 0

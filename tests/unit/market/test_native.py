@@ -20,6 +20,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from edge.market import (
     Cancel,
     CloseInterval,
@@ -158,6 +160,10 @@ def test_compiled_and_interpreted_replays_are_byte_identical(tmp_path):
         assert any('"kind":"reservation"' in line for line in pure["lines"])
         assert default["lines"] == pure["lines"]
         assert default["snapshot"] == pure["snapshot"]
+    if not built:
+        # The runs above still compared two interpreted replays under different hash seeds;
+        # the compiled side of the comparison needs `make market` (make test runs it).
+        pytest.skip("no current compiled build of edge.market: run `make market` to compare it")
 
 
 def copy_package(dest: Path) -> Path:

@@ -20,13 +20,13 @@ from coordinator.soroban.contract import (
     contract_interface,
     expected_chain,
 )
-from coordinator.soroban.host import AnchorHost
 from coordinator.soroban.wasm_host import (
     HostAuthError,
     HostContractError,
     HostError,
     WasmContract,
 )
+from tests.unit.soroban.pysoroban_host import AnchorHost
 
 CONTRACT_ID = "CAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABSC4"
 
