@@ -6,9 +6,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import aiomqtt
 
 from tests.brokers import free_port
@@ -48,8 +49,11 @@ async def test_embedded_broker_run_and_sigterm(tmp_path: Path) -> None:
     mqtt_port, api_port = free_port(), free_port()
     text = config.read_text().replace("port = 1883", f"port = {mqtt_port}")
     text = text.replace("port = 8080", f"port = {api_port}")
-    config.write_text(text)
     token = text.split('token = "')[1].split('"')[0]
+    # A meter the gateway knows, so the junk below reaches the wire parser (and is refused there).
+    text += '\n[[meters]]\nid = "m-x"\nmac_key = "' + "00" * 32 + '"\n'
+    text += 'capacity_wh = 10000\nowner = "home-1"\n'
+    config.write_text(text)
     proc = subprocess.Popen(
         [NGRID, "gateway", "run", "--config", str(config), "--embedded-broker"],
         stdout=subprocess.DEVNULL,
@@ -58,24 +62,31 @@ async def test_embedded_broker_run_and_sigterm(tmp_path: Path) -> None:
     try:
         api = Api(api_port)
 
-        async def up() -> bool:
+        async def status() -> dict[str, Any] | None:
             try:
-                import aiohttp
-
                 async with (
                     aiohttp.ClientSession() as session,
                     session.get(
                         f"{api.base}/v1/status", headers={"Authorization": f"Bearer {token}"}
                     ) as r,
                 ):
-                    return r.status == 200 and (await r.json())["mqtt_connected"]
+                    return await r.json() if r.status == 200 else None
             except OSError:
-                return False
+                return None
+
+        async def up() -> bool:
+            body = await status()
+            return body is not None and body["mqtt_connected"]
+
+        async def refused_malformed() -> bool:
+            body = await status()
+            return body is not None and body["refusals"].get("malformed", 0) >= 1
 
         await eventually(up, timeout=30)
+        assert (await status() or {}).get("refusals") == {}
         async with aiomqtt.Client("127.0.0.1", mqtt_port) as client:  # the broker is there
             await client.publish("ngrid/gw1/m-x/state", b"junk", qos=1)
-        time.sleep(0.2)
+        await eventually(refused_malformed, timeout=10)  # received, parsed, refused, counted
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         err = proc.stderr.read().decode() if proc.stderr else ""
