@@ -266,9 +266,12 @@ def test_meter_cannot_read_another_meters_commands(gateway_broker: tuple[int, st
         for meter in ("m-beta", "m-alpha"):
             for leaf in ("cmd", "state"):
                 assert gateway.publish(f"ngrid/gw1/{meter}/{leaf}", meter.encode()).value == 0
-        # Its own command arrives (once per matching subscription that the ACL allows) ...
-        assert _wait_for(lambda: ("ngrid/gw1/m-alpha/cmd", b"m-alpha") in alpha.messages)
-        time.sleep(0.3)
+        # A last command for alpha: the broker delivers one publisher's messages in order, so
+        # once it is in, everything published before it has been delivered or withheld.
+        assert gateway.publish("ngrid/gw1/m-alpha/cmd", b"sentinel").value == 0
+        assert _wait_for(lambda: ("ngrid/gw1/m-alpha/cmd", b"sentinel") in alpha.messages)
+        # Its own command arrived (once per matching subscription that the ACL allows) ...
+        assert ("ngrid/gw1/m-alpha/cmd", b"m-alpha") in alpha.messages
         # ... and nothing of beta's, nor even its own state topic (meters only write that).
         assert {topic for topic, _ in alpha.messages} == {"ngrid/gw1/m-alpha/cmd"}
     finally:
