@@ -7,7 +7,6 @@ else = try again; an identical re-upload answers 200).
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from pathlib import Path
 
@@ -67,7 +66,7 @@ async def test_batches_queue_while_down_then_upload_once(
             port=mosquitto.port,
             prefix=topic_prefix,
             coordinator=f"http://127.0.0.1:{port}/api",
-            batch={"every_s": 1},
+            batch={"every_s": 3600},  # batches only when the test seals one
         )
         async with (
             running_gateway(load(data, tmp_path)) as gw,
@@ -88,17 +87,27 @@ async def test_batches_queue_while_down_then_upload_once(
             await api.call(
                 "POST", "/v1/orders", "alice", {"side": "sell", "wh": 3000, "price": 100}
             )
-            for n in range(3):  # trading goes on while the uplink is down
+
+            async def trade_and_seal(n: int) -> None:
+                """The n-th trade (1-based), settled, then sealed into batch n."""
                 await api.call(
                     "POST", "/v1/orders", "bob", {"side": "buy", "wh": 100, "price": 300}
                 )
-                await eventually(lambda n=n: trades_are(n + 1))
-                await asyncio.sleep(1.1)
+                await eventually(lambda: trades_are(n))
+                assert await gw.seal("test") == n
+                assert not (await gw.disk(gw.ledger.unbatched))[0]
+
+            for n in range(1, 4):  # trading goes on while the uplink is down
+                await trade_and_seal(n)
             await eventually(lambda: queued_at_least(3))
             queued = len(await gw.disk(gw.ledger.outbox))
             coordinator.up = True
             await eventually(lambda: queued_at_least(0, empty=True), timeout=15)
-            await asyncio.sleep(0.5)  # nothing more is sent once the outbox is empty
+            # Nothing already accepted is sent again: the uploader takes the outbox in seq
+            # order on each pass, so once a batch sealed now is stored, a pass that would have
+            # re-sent an earlier batch has run.
+            await trade_and_seal(4)
+            await eventually(lambda: queued_at_least(0, empty=True), timeout=15)
             last = await gw.disk(gw.ledger.last_batch)
             assert last is not None
             settled = {t["id"] for t in await gw.disk(gw.ledger.trades_of, "bob")}
@@ -107,18 +116,21 @@ async def test_batches_queue_while_down_then_upload_once(
     finally:
         await runner.cleanup()
 
-    assert queued >= 3
+    assert queued == 3
     assert sorted(coordinator.stored) == list(range(1, sealed + 1))
     # Each batch was accepted once; only the one whose reply was "lost" was sent twice.
     assert coordinator.posts == {seq: 2 if seq == 2 else 1 for seq in coordinator.stored}
     previous = None
     trades: list[str] = []
+    per_batch: list[int] = []
     slices: list[dict] = []
     for seq in sorted(coordinator.stored):
         batch = decode_batch(coordinator.stored[seq])
         check_batch(batch, public_key=SIGNING_KEY.public_key(), prev=previous)
         previous = batch
         trades += [t.id for t in batch.trades]
+        per_batch += [len(batch.trades)] if batch.trades else []
         slices += [dict(e) for e in batch.log]
-    assert sorted(trades) == sorted(settled) and len(trades) == len(set(trades)) == 3
+    assert sorted(trades) == sorted(settled) and len(trades) == len(set(trades)) == 4
+    assert per_batch == [1, 1, 1, 1]  # each trade sealed before the next was made
     assert slices == log[: len(slices)]
