@@ -20,6 +20,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -121,6 +122,32 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _check_cancelled() -> None:
+    """Raise :class:`asyncio.CancelledError` if the current task is being cancelled.
+
+    A retry loop calls it before each attempt, after each connect and in each ``except``: a
+    library may turn a cancellation into its own error (aiomqtt raises ``MqttError`` when the
+    DISCONNECT its ``__aexit__`` sends on cancellation times out or fails) or lose it (Python
+    3.11's ``asyncio.wait_for`` returns the result when the awaited future completes in the
+    same step as the cancel). A loop that carried on would keep the TaskGroup -- and the
+    gateway -- from ever finishing.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _bind_error(host: str, port: int, err: OSError) -> GatewayError:
+    """A one-line message for an API socket that cannot be bound, naming the key to change."""
+    if err.errno == errno.EADDRINUSE:
+        return GatewayError(f"api.port: port {port} on {host} is in use")
+    if err.errno == errno.EACCES:
+        return GatewayError(f"api.port: no permission to listen on port {port} on {host}")
+    if err.errno == errno.EADDRNOTAVAIL:
+        return GatewayError(f"api.host: {host} is not an address of this machine")
+    return GatewayError(f"api.host/api.port: cannot listen on {host}:{port}: {err.strerror}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class LockView:
     """A settled trade's lock on its seller's meter, awaiting its delivery decision (Wh; price
@@ -206,6 +233,7 @@ class GatewayService:
         self.lock_latency: collections.deque[float] = collections.deque(maxlen=10_000)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._stopper_task: asyncio.Task[None] | None = None
         self._restart_effects = restart
         self.api_port: int | None = None
         log.info(
@@ -487,6 +515,7 @@ class GatewayService:
         prefix = self.config.mqtt.topic_prefix
         delay = 0.5
         while True:
+            _check_cancelled()
             try:
                 async with aiomqtt.Client(
                     hostname=cfg.host,
@@ -500,6 +529,7 @@ class GatewayService:
                 ) as client:
                     await client.subscribe(f"{prefix}/+/state", qos=1)
                     await client.subscribe(f"{prefix}/+/ack", qos=1)
+                    _check_cancelled()  # a cancel lost inside the connect or subscribe
                     self._client = client
                     self.mqtt_connected.set()
                     delay = 0.5
@@ -507,6 +537,7 @@ class GatewayService:
                         "mqtt_connected", extra={"fields": {"host": cfg.host, "port": cfg.port}}
                     )
                     async for message in client.messages:
+                        _check_cancelled()
                         payload = message.payload
                         if not isinstance(payload, bytes | bytearray):
                             payload = str(payload).encode()
@@ -516,6 +547,7 @@ class GatewayService:
                         self.perform(effects)
             except aiomqtt.MqttError as err:
                 self.mqtt_connected.clear()
+                _check_cancelled()  # the error may stand for our own cancellation
                 log.warning(
                     "mqtt_disconnected", extra={"fields": {"error": str(err), "retry_s": delay}}
                 )
@@ -564,6 +596,7 @@ class GatewayService:
         timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
+                _check_cancelled()
                 self.outbox_wake.clear()
                 pending = await self.disk(self.ledger.outbox)
                 failed = False
@@ -580,6 +613,7 @@ class GatewayService:
                             text = await response.text()
                             ok = 200 <= response.status < 300
                     except (aiohttp.ClientError, TimeoutError) as err:
+                        _check_cancelled()  # a timeout that stood for our cancellation
                         ok, text = False, repr(err)
                     if not ok:
                         await self.disk(self.ledger.count_attempt, batch.seq)
@@ -602,29 +636,61 @@ class GatewayService:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.outbox_wake.wait(), timeout=cfg.backoff_max_s)
 
-    async def _http(self) -> None:
+    async def _bind_api(self) -> list[socket.socket]:
+        """Bind and listen on ``[api] host:port`` (every address the host resolves to, one
+        port); :class:`GatewayError` naming the key if that is impossible (port in use, no
+        permission, not a local address). Done before the TaskGroup starts, so a taken port is a
+        plain error at startup; connections wait in the backlog until ``http`` serves them."""
+        assert self._loop is not None
+        host, port = self.config.api.host, self.config.api.port
+        try:
+            infos = await self._loop.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+        except socket.gaierror as err:
+            raise GatewayError(f"api.host: cannot resolve {host!r}: {err.strerror}") from err
+        sockets: list[socket.socket] = []
+        seen: set[tuple[int, Any]] = set()
+        try:
+            for family, kind, proto, _, address in infos:
+                if (family, address) in seen:
+                    continue
+                seen.add((family, address))
+                sock = socket.socket(family, kind, proto)
+                sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                if port == 0 and len(sockets) > 1:  # the same free port on every address
+                    address = (address[0], sockets[0].getsockname()[1], *address[2:])
+                try:
+                    sock.bind(address)
+                except OSError as err:
+                    raise _bind_error(host, port, err) from err
+                sock.listen(128)
+                sock.setblocking(False)
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        return sockets
+
+    async def _http(self, sockets: list[socket.socket]) -> None:
+        """Serve the API on the sockets :meth:`_bind_api` bound."""
         from aiohttp import web
 
         from edge.gateway.api import make_app
 
         runner = web.AppRunner(make_app(self), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.config.api.host, self.config.api.port)
         try:
-            await site.start()
-        except OSError as err:
-            await runner.cleanup()
-            raise GatewayError(
-                f"cannot listen on {self.config.api.host}:{self.config.api.port} "
-                f"([api] host/port): {err.strerror}"
-            ) from err
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.api_port = server.sockets[0].getsockname()[1]
-        log.info(
-            "api_listening", extra={"fields": {"host": self.config.api.host, "port": self.api_port}}
-        )
-        try:
+            for sock in sockets:
+                await web.SockSite(runner, sock).start()
+            self.api_port = sockets[0].getsockname()[1]
+            log.info(
+                "api_listening",
+                extra={"fields": {"host": self.config.api.host, "port": self.api_port}},
+            )
             await asyncio.Event().wait()
         finally:
             await runner.cleanup()
@@ -652,21 +718,27 @@ class GatewayService:
     # ------------------------------------------------------------------ run
 
     async def run(self) -> None:
-        """Run until :meth:`stop` (or SIGTERM/SIGINT); then shut down cleanly."""
+        """Run until :meth:`stop` (or SIGTERM/SIGINT); then shut down cleanly.
+
+        Raises :class:`GatewayError` before any task starts if the API cannot listen
+        (``api.port: port 8080 on 127.0.0.1 is in use``); a task that fails stops the others
+        and ends ``run`` with its error (in an ExceptionGroup)."""
         self._loop = asyncio.get_running_loop()
-        if self.handle_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    self._loop.add_signal_handler(sig, self.stop)
-        # From here on the ledger is the disk thread's alone (a call from the loop raises).
-        await self.disk(self.ledger.bind_thread)
-        self.perform(self._restart_effects)
-        self._restart_effects = []
-        # The proof worker was started before any socket was open; make one proof so the
-        # first trade does not wait for its imports.
-        self.prover.attach(self._loop)
-        await self.prover.warm_up()
+        sockets: list[socket.socket] = []
         try:
+            sockets = await self._bind_api()
+            if self.handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    with contextlib.suppress(NotImplementedError, RuntimeError):
+                        self._loop.add_signal_handler(sig, self.stop)
+            # From here on the ledger is the disk thread's alone (a call from the loop raises).
+            await self.disk(self.ledger.bind_thread)
+            self.perform(self._restart_effects)
+            self._restart_effects = []
+            # The proof worker was started before any socket was open; make one proof so the
+            # first trade does not wait for its imports.
+            self.prover.attach(self._loop)
+            await self.prover.warm_up()
             async with asyncio.TaskGroup() as group:
                 if self.config.mqtt.embedded_broker:
                     self._tasks.append(group.create_task(self._broker(), name="broker"))
@@ -677,12 +749,14 @@ class GatewayService:
                     ("publisher", self._publisher()),
                     ("ticker", self._ticker()),
                     ("outbox", self._outbox()),
-                    ("http", self._http()),
+                    ("http", self._http(sockets)),
                 ):
                     self._tasks.append(group.create_task(coro, name=name))
-                group.create_task(self._stopper(), name="stopper")
+                self._stopper_task = group.create_task(self._stopper(), name="stopper")
                 self.ready.set()
         finally:
+            for sock in sockets:  # closed by the server already, unless it never started
+                sock.close()
             self.close()
         if self.failure is not None:
             raise GatewayError(f"stopped after a disk failure: {self.failure!r}")
@@ -705,7 +779,13 @@ class GatewayService:
             task.cancel()
 
     def stop(self) -> None:
+        """Graceful shutdown, as SIGTERM. Once the ``stopper`` task has ended (it cancelled the
+        tasks, or the TaskGroup cancelled it because a task failed), another call cancels the
+        tasks still running again."""
         self.stop_event.set()
+        if self._stopper_task is not None and self._stopper_task.done():
+            for task in self._tasks:
+                task.cancel()
 
     def close(self) -> None:
         self._log_io.shutdown(wait=True)
