@@ -23,8 +23,8 @@ from typing import Any
 from coordinator.errors import ConfigError
 from coordinator.soroban import LOCAL_PASSPHRASE, SorobanConfig
 from coordinator.verify import Rules
-from edge.market import MarketParams, Rates
 from edge.settings import Table as _Table
+from edge.settings import read_market, read_rates
 
 __all__ = [
     "ADMIN_TOKEN_ENV",
@@ -143,27 +143,9 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> CoordinatorConfig:
     so.done()
 
     mk = root.table("market")
-    interval_s = mk.integer("interval_s", 900, lo=1)
-    policy = mk.text("policy", "price-time")
-    max_matches_raw = mk.get("max_matches", (int,), "an integer", None)
-    try:
-        market = MarketParams(policy=policy, max_matches=max_matches_raw)
-    except ValueError as err:
-        which = "market.policy" if "policy" in str(err) else "market.max_matches"
-        raise ConfigError(str(err), key=which) from err
+    interval_s, market = read_market(mk)
     mk.done()
-
-    se = root.table("settlement")
-    d = Rates()
-    rates = Rates(
-        yield_apy_ppm=se.integer("yield_apy_bp", d.yield_apy_ppm // 100) * 100,
-        interval_s=interval_s,
-        tokens_per_kwh=se.integer("tokens_per_wh", d.tokens_per_kwh // 1000) * 1000,
-        commission_ppm=se.integer("pool_commission_bp", d.commission_ppm // 100, hi=10000) * 100,
-        carbon_mg_per_kwh=se.integer("carbon_mg_per_wh", d.carbon_mg_per_kwh // 1000) * 1000,
-        grid_fee_per_kwh=se.integer("grid_fee_per_kwh", d.grid_fee_per_kwh),
-    )
-    se.done()
+    rates = read_rates(root.table("settlement"), interval_s=interval_s)
 
     ve = root.table("verify")
     rules = Rules(

@@ -4,6 +4,10 @@
 Every error is a :class:`edge.errors.ConfigError` naming the dotted key (``mqtt.port``,
 ``homes[2].token`` …), raised before anything starts. A table refuses keys it was never asked
 for (:meth:`Table.done`), so a misspelt setting is an error, not a silent default.
+
+:func:`read_market` and :func:`read_rates` read the community's rules, ``[market]`` and
+``[settlement]``, which the gateway and the coordinator must read alike (docs/gateway.md lists
+the keys and defaults).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import ConfigError
+from edge.market import MarketParams, Rates
 
-__all__ = ["REQUIRED", "Table"]
+__all__ = ["REQUIRED", "Table", "read_market", "read_rates"]
 
 REQUIRED: Any = object()
 """Pass as ``default`` for a setting that must be present."""
@@ -86,3 +91,48 @@ class Table:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
             raise ConfigError("unknown setting", key=self.key(unknown[0]))
+
+
+def read_market(table: Table) -> tuple[int, MarketParams]:
+    """``[market]``'s rules: ``interval_s`` (default 900, the delivery interval in seconds),
+    ``policy`` (``price-time`` default, or ``value-time``) and ``max_matches`` (none, or >= 1)
+    as edge.market's :class:`MarketParams`. Leaves other keys of the table to the caller
+    (call :meth:`Table.done` after)."""
+    interval_s = table.integer("interval_s", 900, lo=1)
+    policy = table.text("policy", "price-time")
+    max_matches = table.integer("max_matches", None, lo=1)
+    try:
+        params = MarketParams(policy=policy, max_matches=max_matches)
+    except ValueError as err:
+        which = "policy" if "policy" in str(err) else "max_matches"
+        raise ConfigError(str(err), key=table.key(which)) from err
+    return interval_s, params
+
+
+#: [settlement] key -> (the :class:`Rates` field, its factor: bp -> ppm, per Wh -> per kWh).
+_RATE_KEYS = {
+    "yield_apy_bp": ("yield_apy_ppm", 100),
+    "tokens_per_wh": ("tokens_per_kwh", 1000),
+    "pool_commission_bp": ("commission_ppm", 100),
+    "carbon_mg_per_wh": ("carbon_mg_per_kwh", 1000),
+    "grid_fee_per_kwh": ("grid_fee_per_kwh", 1),
+}
+
+
+def read_rates(table: Table, *, interval_s: int) -> Rates:
+    """``[settlement]`` as edge.market's :class:`Rates`: ``yield_apy_bp`` (500) and
+    ``pool_commission_bp`` (250, at most 10000) in basis points -> ppm; ``tokens_per_wh`` (1)
+    and ``carbon_mg_per_wh`` (820) per Wh -> per kWh; ``grid_fee_per_kwh`` (20 ticks);
+    ``interval_s`` from ``[market]``. Calls :meth:`Table.done`. Any value :class:`Rates` refuses
+    is a ConfigError naming its key."""
+    defaults = Rates()
+    values: dict[str, int] = {}
+    for name, (field, factor) in _RATE_KEYS.items():
+        hi = 10000 if name == "pool_commission_bp" else None
+        values[field] = table.integer(name, getattr(defaults, field) // factor, hi=hi) * factor
+    table.done()
+    try:
+        return Rates(interval_s=interval_s, **values)
+    except ValueError as err:
+        names = [n for n, (f, _) in _RATE_KEYS.items() if str(err).startswith(f)]
+        raise ConfigError(str(err), key=table.key(names[0]) if names else table.path) from err

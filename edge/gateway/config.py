@@ -26,6 +26,7 @@ from edge.errors import ConfigError
 from edge.market import MarketParams, Rates
 from edge.settings import REQUIRED as _REQUIRED
 from edge.settings import Table as _Table
+from edge.settings import read_market, read_rates
 
 __all__ = [
     "ApiConfig",
@@ -267,13 +268,12 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> GatewayConfig:
     ap.done()
 
     mk = root.table("market")
+    interval_s, market_params = read_market(mk)
     market = MarketConfig(
-        interval_s=mk.integer("interval_s", 900, lo=1),
-        policy=mk.text("policy", "price-time"),
-        max_matches=mk.integer("max_matches", None, lo=1),
+        interval_s=interval_s,
+        policy=market_params.policy,
+        max_matches=market_params.max_matches,
     )
-    if market.policy not in ("price-time", "value-time"):
-        raise ConfigError("expected price-time or value-time", key="market.policy")
     mk.done()
 
     rf = root.table("reference")
@@ -321,24 +321,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> GatewayConfig:
         raise ConfigError("expected an http:// or https:// URL", key="coordinator.url")
     co.done()
 
-    st = root.table("settlement")
-    defaults = Rates()
-    try:
-        rates = Rates(
-            yield_apy_ppm=st.integer("yield_apy_bp", defaults.yield_apy_ppm // 100) * 100,
-            interval_s=market.interval_s,
-            tokens_per_kwh=st.integer("tokens_per_wh", defaults.tokens_per_kwh // 1000) * 1000,
-            commission_ppm=st.integer(
-                "pool_commission_bp", defaults.commission_ppm // 100, hi=10000
-            )
-            * 100,
-            carbon_mg_per_kwh=st.integer("carbon_mg_per_wh", defaults.carbon_mg_per_kwh // 1000)
-            * 1000,
-            grid_fee_per_kwh=st.integer("grid_fee_per_kwh", defaults.grid_fee_per_kwh),
-        )
-    except ValueError as err:
-        raise ConfigError(str(err), key="settlement") from err
-    st.done()
+    rates = read_rates(root.table("settlement"), interval_s=market.interval_s)
 
     meters: list[Meter] = []
     if registry is not None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from coordinator.config import SAMPLE, default_config, load_config, parse_config
 from coordinator.errors import ConfigError
 from coordinator.soroban import LOCAL_PASSPHRASE
+from edge.gateway.config import parse_config as gateway_parse
 from edge.market import Rates
 
 
@@ -79,3 +81,57 @@ def test_unreadable_files_and_tokens(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         c.soroban.submitter_config("").keypair()
     assert err.value.key == "soroban.secret_file"
+
+
+BAD_RULES = [
+    ({"settlement": {"pool_commission_bp": 10001}}, "settlement.pool_commission_bp"),
+    ({"settlement": {"yield_apy_bp": -1}}, "settlement.yield_apy_bp"),
+    ({"settlement": {"tokens_per_wh": "1"}}, "settlement.tokens_per_wh"),
+    ({"settlement": {"grid_fee_per_kwh": 2.5}}, "settlement.grid_fee_per_kwh"),
+    ({"settlement": {"carbon_mg_per_kwh": 820}}, "settlement.carbon_mg_per_kwh"),  # unknown
+    ({"market": {"policy": "fifo"}}, "market.policy"),
+    ({"market": {"max_matches": 0}}, "market.max_matches"),
+    ({"market": {"interval_s": 0}}, "market.interval_s"),
+]
+
+
+def _gateway(tables: dict[str, Any], base: Path) -> Any:
+    return gateway_parse({"gateway": {"id": "gw1"}, **tables}, base=base)
+
+
+@pytest.mark.parametrize(("tables", "key"), BAD_RULES)
+def test_a_bad_rule_names_its_key_in_both_configs(
+    tmp_path: Path, tables: dict[str, Any], key: str
+) -> None:
+    """[market] and [settlement] are read by one reader (edge.settings): the coordinator and
+    the gateway refuse the same values with the same key."""
+    for parse in (lambda: parse_config(tables, base=tmp_path), lambda: _gateway(tables, tmp_path)):
+        with pytest.raises(ConfigError) as caught:
+            parse()
+        assert caught.value.key == key
+
+
+def test_both_configs_read_the_same_rules(tmp_path: Path) -> None:
+    tables = {
+        "market": {"interval_s": 300, "policy": "value-time", "max_matches": 7},
+        "settlement": {
+            "yield_apy_bp": 123,
+            "pool_commission_bp": 10000,
+            "tokens_per_wh": 3,
+            "carbon_mg_per_wh": 1,
+            "grid_fee_per_kwh": 0,
+        },
+    }
+    coordinator = parse_config(tables, base=tmp_path).rules
+    gateway = _gateway(tables, tmp_path)
+    expected = Rates(
+        yield_apy_ppm=12_300,
+        interval_s=300,
+        commission_ppm=1_000_000,
+        tokens_per_kwh=3000,
+        carbon_mg_per_kwh=1000,
+        grid_fee_per_kwh=0,
+    )
+    assert coordinator.rates == gateway.rates == expected
+    assert coordinator.market == gateway.market_params
+    assert (gateway.market_params.policy, gateway.market_params.max_matches) == ("value-time", 7)
