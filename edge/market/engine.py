@@ -24,11 +24,11 @@ Rules (docs/market.md has the long form):
 * Closing an interval expires its resting orders; orders for a closed interval are refused.
 
 Internally an order is a :class:`_Rec` (a final class with typed fields, which mypyc compiles to
-a C struct; see docs/market.md, "Compiled build"); each interval's book keeps, per side, a sorted
-list of price keys (``-price`` for buys, ``price`` for sells, so the best is always first) and a
-dict from key to the orders at that price: a :class:`_Level` in time order (price-time) or a heap on
-``(-remaining, seq)`` (value-time). Cancelled and filled orders are dropped lazily when a match
-walks past them.
+a C struct; see docs/market.md, "Compiled build"); each interval's book (a :class:`_Book`) keeps,
+per side, a list of :class:`_Level` sorted by key (``-price`` for buys, ``price`` for sells, so the
+best is always first; a level is found by binary search), each holding the orders at its price in
+time order (price-time) or a heap on ``(-remaining, seq)`` (value-time). Cancelled and filled
+orders are dropped lazily when a match walks past them.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from __future__ import annotations
 import gc
 import json
 import sys
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -332,28 +332,81 @@ class Reservation:
 
 @final
 class _Level:
-    """The resting orders at one price of a price-time book, in time order: ``items[head:]``.
+    """The resting orders at one price of one side of a book; ``key`` is ``-price`` for buys and
+    ``price`` for sells, so that the best level of either side has the smallest key.
 
-    Taking the front order advances ``head`` instead of moving the rest; the dead prefix is cut
-    off once it is more than half of the list. An order behind the front (passed over by its
-    owner's own order) leaves with ``del``. A list and an index rather than a deque because
-    mypyc compiles list operations and int fields to C, while deque methods stay calls by name.
+    Price-time: ``items[head:]`` in time order. Taking the front order advances ``head`` instead of
+    moving the rest; the dead prefix is cut off once it is more than half of the list. An order
+    behind the front (passed over by its owner's own order) leaves with ``pop``. A list and an
+    index rather than a deque because mypyc compiles list operations and int fields to C, while
+    deque methods stay calls by name. Value-time: ``heap`` on ``(-remaining, seq, order)``
+    (``items`` stays empty).
     """
 
-    __slots__ = ("head", "items")
+    __slots__ = ("head", "heap", "items", "key")
 
-    def __init__(self, items: list[_Rec]) -> None:
+    def __init__(self, key: int, items: list[_Rec], heap: list[tuple[int, int, _Rec]]) -> None:
+        self.key = key
         self.items = items
         self.head = 0
+        self.heap = heap
 
     def live(self) -> list[_Rec]:
         """The orders from the front on (cancelled ones included until a match drops them)."""
         return self.items[self.head :]
 
 
-def _new_book() -> list[Any]:
-    """One delivery interval's order book: [buy keys, buy levels, sell keys, sell levels]."""
-    return [[], {}, [], {}]
+@final
+class _Book:
+    """One delivery interval's order book: per side, its price levels best first.
+
+    ``bids`` and ``asks`` are lists of :class:`_Level` sorted by ``key`` (so the best level is
+    first on both sides); a level leaves the list when nothing live is left in it.
+    """
+
+    __slots__ = ("asks", "bids")
+
+    def __init__(self) -> None:
+        self.bids: list[_Level] = []
+        self.asks: list[_Level] = []
+
+    def side(self, is_buy: bool) -> list[_Level]:
+        return self.bids if is_buy else self.asks
+
+
+def _find(levels: list[_Level], key: int) -> int:
+    """The position of the first level of ``levels`` whose key is ``>= key`` (binary search)."""
+    lo = 0
+    hi = len(levels)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if levels[mid].key < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _level_at(levels: list[_Level], key: int) -> _Level | None:
+    """The level of ``levels`` with this ``key``, or ``None``."""
+    i = _find(levels, key)
+    if i < len(levels):
+        level = levels[i]
+        if level.key == key:
+            return level
+    return None
+
+
+def _level_for(levels: list[_Level], key: int) -> _Level:
+    """The level of ``levels`` with this ``key``, inserted in its place (empty) if there is none."""
+    i = _find(levels, key)
+    if i < len(levels):
+        level = levels[i]
+        if level.key == key:
+            return level
+    level = _Level(key, [], [])
+    levels.insert(i, level)
+    return level
 
 
 class Engine:
@@ -374,7 +427,11 @@ class Engine:
         self._tseq = 0
         self._rseq = 0
         self._orders: dict[str, _Rec] = {}
-        self._books: dict[int, list[Any]] = {}
+        self._books: dict[int, _Book] = {}
+        # The book of the interval the last order came for (``-1``: none): most orders come for
+        # the same interval as the one before, and this saves a dict lookup each.
+        self._cur_interval = -1
+        self._cur_book = _Book()
         self._closed: set[int] = set()
         self._trades: list[Trade] = []  # trade n is self._trades[n - 1]
         self._voided: set[str] = set()
@@ -450,11 +507,9 @@ class Engine:
         book = self._books.get(interval)
         if book is None:
             return []
-        keys, levels = (book[0], book[1]) if is_buy else (book[2], book[3])
         out: list[_Rec] = []
-        for key in keys:
-            level = levels[key]
-            orders = [entry[2] for entry in sorted(level)] if self._vt else level.live()
+        for level in book.side(is_buy):
+            orders = [entry[2] for entry in sorted(level.heap)] if self._vt else level.live()
             out.extend(o for o in orders if o.status == _OPEN)
         return out
 
@@ -560,57 +615,57 @@ class Engine:
                 del orders[oid]
         if duplicate:
             raise InvalidEvent(f"duplicate id {oid!r}", field="id")
-        sides = self._books.get(interval)
-        if sides is None:
-            if interval in self._closed:
-                del orders[oid]
-                raise InvalidEvent(f"interval {interval} is closed", field="interval")
-            sides = self._books[interval] = _new_book()
+        if interval == self._cur_interval:
+            book = self._cur_book
+        else:
+            found = self._books.get(interval)
+            if found is None:
+                if interval in self._closed:
+                    del orders[oid]
+                    raise InvalidEvent(f"interval {interval} is closed", field="interval")
+                found = self._books[interval] = _Book()
+            book = found
+            self._cur_interval = interval
+            self._cur_book = book
         self._seq = seq
         # Does it cross at all? (The common "no" is decided here, without a call.)
         ref = self._ref
-        okeys: list[int]
+        olevels: list[_Level]
         if is_buy:
-            okeys = sides[2]
+            olevels = book.asks
             bound = price if price >= ref else 0  # blocked: 0 crosses no sell (prices > 0)
-            if okeys and okeys[0] <= bound:
-                if self._vt:
-                    self._match_value_time(o, okeys, sides[3], bound, ts, trades)
-                else:
-                    self._match(o, okeys, sides[3], bound, ts, trades)
         else:
-            okeys = sides[0]
+            olevels = book.bids
             bound = -(price if price >= ref else ref)
-            if okeys and okeys[0] <= bound:
-                if self._vt:
-                    self._match_value_time(o, okeys, sides[1], bound, ts, trades)
-                else:
-                    self._match(o, okeys, sides[1], bound, ts, trades)
-        if o.rem:  # the remainder rests
-            keys: list[int]
-            levels: dict[int, Any]
-            if is_buy:
-                keys = sides[0]
-                levels = sides[1]
-                key = -price
-            else:
-                keys = sides[2]
-                levels = sides[3]
-                key = price
-            level = levels.get(key)
+        if olevels and olevels[0].key <= bound:
             if self._vt:
-                if level is None:
-                    levels[key] = [(-o.rem, seq, o)]
-                    insort(keys, key)
-                else:
-                    heappush(level, (-o.rem, seq, o))
-            elif level is None:
-                levels[key] = _Level([o])
-                insort(keys, key)
+                self._match_value_time(o, olevels, bound, ts, trades)
             else:
-                level.items.append(o)
+                self._match(o, olevels, bound, ts, trades)
+        if o.rem:  # the remainder rests
+            levels = book.bids if is_buy else book.asks
+            key = -price if is_buy else price
+            n = len(levels)
+            lo = 0
+            hi = n
+            while lo < hi:  # _find, inlined
+                mid = (lo + hi) >> 1
+                if levels[mid].key < key:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < n and levels[lo].key == key:
+                level = levels[lo]
+                if self._vt:
+                    heappush(level.heap, (-o.rem, seq, o))
+                else:
+                    level.items.append(o)
+            elif self._vt:
+                levels.insert(lo, _Level(key, [], [(-o.rem, seq, o)]))
+            else:
+                levels.insert(lo, _Level(key, [o], []))
 
-    def _take(self, o: _Rec, sides: list[Any], ts: int, trades: list[Trade]) -> None:
+    def _take(self, o: _Rec, book: _Book, ts: int, trades: list[Trade]) -> None:
         """Match order ``o`` as the aggressor against the opposite side of its book.
 
         Walks the opposite price levels best first while they cross, skipping the owner's own
@@ -624,20 +679,19 @@ class Engine:
         if o.buy:
             if price < ref:
                 return
-            okeys, olevels, bound = sides[2], sides[3], price
+            olevels, bound = book.asks, price
         else:
-            okeys, olevels, bound = sides[0], sides[1], -(price if price >= ref else ref)
-        if okeys and okeys[0] <= bound:
+            olevels, bound = book.bids, -(price if price >= ref else ref)
+        if olevels and olevels[0].key <= bound:
             if self._vt:
-                self._match_value_time(o, okeys, olevels, bound, ts, trades)
+                self._match_value_time(o, olevels, bound, ts, trades)
             else:
-                self._match(o, okeys, olevels, bound, ts, trades)
+                self._match(o, olevels, bound, ts, trades)
 
     def _match(
         self,
         o: _Rec,
-        okeys: list[int],
-        olevels: dict[int, Any],
+        olevels: list[_Level],
         bound: int,
         ts: int,
         trades: list[Trade],
@@ -659,12 +713,11 @@ class Engine:
         rem = o.rem
         nmatch = 0
         j = 0
-        nkeys = len(okeys)
-        while j < nkeys:
-            key = okeys[j]
-            if key > bound:
+        nlevels = len(olevels)
+        while j < nlevels:
+            level = olevels[j]
+            if level.key > bound:
                 break
-            level: _Level = olevels[key]
             items = level.items
             head = level.head
             i = head
@@ -676,7 +729,7 @@ class Engine:
                         head += 1
                         i += 1
                     else:
-                        del items[i]
+                        items.pop(i)
                         n -= 1
                     continue
                 if mk.owner == owner or (excl is not None and mk.id in excl):
@@ -712,7 +765,7 @@ class Engine:
                         head += 1
                         i += 1
                     else:
-                        del items[i]
+                        items.pop(i)
                         n -= 1
                 if not rem or nmatch >= limit:
                     break
@@ -723,9 +776,8 @@ class Engine:
                 level.head = head
                 j += 1
             else:
-                del olevels[key]
-                del okeys[j]
-                nkeys -= 1
+                olevels.pop(j)
+                nlevels -= 1
             if not rem or nmatch >= limit:
                 break
         self._tseq = tseq
@@ -736,8 +788,7 @@ class Engine:
     def _match_value_time(
         self,
         o: _Rec,
-        okeys: list[int],
-        olevels: dict[int, Any],
+        olevels: list[_Level],
         bound: int,
         ts: int,
         trades: list[Trade],
@@ -749,12 +800,11 @@ class Engine:
         rem = o.rem
         nmatch = 0
         j = 0
-        while j < len(okeys):
-            key = okeys[j]
-            if key > bound:
+        while j < len(olevels):
+            if olevels[j].key > bound:
                 break
-            level = olevels[key]
-            skipped: list[Any] = []
+            level = olevels[j].heap
+            skipped: list[tuple[int, int, _Rec]] = []
             while level:
                 mk = level[0][2]
                 if mk.status:
@@ -783,8 +833,7 @@ class Engine:
             if level:
                 j += 1
             else:
-                del olevels[key]
-                del okeys[j]
+                olevels.pop(j)
             if not rem or nmatch >= limit:
                 break
         o.rem = rem
@@ -824,18 +873,16 @@ class Engine:
 
     def _drop_dead_front(self, o: _Rec) -> None:
         """Keep the head of ``o``'s level live (and drop the level if nothing live is left)."""
-        book = self._books[o.interval]
-        own = 0 if o.buy else 2
-        key = -o.price if o.buy else o.price
-        keys = book[own]
-        levels = book[own + 1]
-        level = levels.get(key)
-        if level is None:
+        levels = self._books[o.interval].side(o.buy)
+        i = _find(levels, -o.price if o.buy else o.price)
+        if i >= len(levels) or levels[i].key != (-o.price if o.buy else o.price):
             return
+        level = levels[i]
         if self._vt:
-            while level and level[0][2].status != _OPEN:
-                heappop(level)
-            empty = not level
+            heap = level.heap
+            while heap and heap[0][2].status != _OPEN:
+                heappop(heap)
+            empty = not heap
         else:
             items = level.items
             head = level.head
@@ -847,8 +894,7 @@ class Engine:
             level.head = head
             empty = head >= len(items)
         if empty:
-            del levels[key]
-            del keys[bisect_left(keys, key)]
+            levels.pop(i)
 
     def _reference_price(self, ev: ReferencePrice) -> list[Trade]:
         old = self._ref
@@ -859,8 +905,7 @@ class Engine:
             return trades
         for interval in sorted(self._books):
             book = self._books[interval]
-            sides = book
-            if not sides[2]:
+            if not book.asks:
                 continue
             # Buys with new <= price < old were blocked and are not any more; best first.
             unblocked = [o for o in self._resting(interval, True) if new <= o.price < old]
@@ -869,7 +914,7 @@ class Engine:
                     self._retake(o, book, ev.ts, trades)
         return trades
 
-    def _retake(self, o: _Rec, book: list[Any], ts: int, trades: list[Trade]) -> None:
+    def _retake(self, o: _Rec, book: _Book, ts: int, trades: list[Trade]) -> None:
         """Let a resting order ``o`` take from the opposite side, then fix its own level."""
         before = o.rem
         self._take(o, book, ts, trades)
@@ -882,16 +927,13 @@ class Engine:
 
     def _remove(self, o: _Rec) -> None:
         """Take a filled order out of its level at once (a void may bring it back)."""
-        book = self._books[o.interval]
-        own = 0 if o.buy else 2
-        key = -o.price if o.buy else o.price
-        levels = book[own + 1]
-        level = levels.get(key)
+        level = _level_at(self._books[o.interval].side(o.buy), -o.price if o.buy else o.price)
         if level is None:
             return
         if self._vt:
-            level[:] = [entry for entry in level if entry[2] is not o]
-            heapify(level)
+            heap = level.heap
+            heap[:] = [entry for entry in heap if entry[2] is not o]
+            heapify(heap)
         else:
             level.items = [x for x in level.live() if x is not o]
             level.head = 0
@@ -899,25 +941,25 @@ class Engine:
 
     def _rebuild_level(self, o: _Rec) -> None:
         """Re-key a value-time level after the remaining of an order in it changed."""
-        book = self._books[o.interval]
-        own = 0 if o.buy else 2
-        key = -o.price if o.buy else o.price
-        level = book[own + 1].get(key)
+        level = _level_at(self._books[o.interval].side(o.buy), -o.price if o.buy else o.price)
         if level is None:
             return
-        live = [(-x.rem, x.seq, x) for _, _, x in level if x.status == _OPEN]
+        live = [(-x.rem, x.seq, x) for _, _, x in level.heap if x.status == _OPEN]
         heapify(live)
-        level[:] = live
+        level.heap[:] = live
 
     def _close(self, ev: CloseInterval) -> None:
         self._closed.add(ev.interval)
         book = self._books.pop(ev.interval, None)
+        if ev.interval == self._cur_interval:
+            self._cur_interval = -1
+            self._cur_book = _Book()
         if book is None:
             return
-        for levels in (book[1], book[3]):
-            for level in levels.values():
-                for item in level if self._vt else level.live():
-                    o = item[2] if self._vt else item
+        for levels in (book.bids, book.asks):
+            for level in levels:
+                orders = [entry[2] for entry in level.heap] if self._vt else level.live()
+                for o in orders:
                     if o.status == _OPEN:
                         o.status = _EXPIRED
 
@@ -950,16 +992,10 @@ class Engine:
         """Put a previously filled order back at its original (time) position."""
         book = self._books.get(o.interval)
         if book is None:
-            book = self._books[o.interval] = _new_book()
-        own = 0 if o.buy else 2
-        key = -o.price if o.buy else o.price
-        levels = book[own + 1]
-        level = levels.get(key)
-        if level is None:
-            level = levels[key] = [] if self._vt else _Level([])
-            insort(book[own], key)
+            book = self._books[o.interval] = _Book()
+        level = _level_for(book.side(o.buy), -o.price if o.buy else o.price)
         if self._vt:
-            heappush(level, (-o.rem, o.seq, o))
+            heappush(level.heap, (-o.rem, o.seq, o))
         else:
             items = level.items
             items.insert(bisect_left(items, o.seq, lo=level.head, key=lambda x: x.seq), o)
@@ -1119,17 +1155,13 @@ class Engine:
             )
             engine._orders[oid] = o
             if interval not in engine._closed and interval not in engine._books:
-                engine._books[interval] = _new_book()
+                engine._books[interval] = _Book()
             if o.status == _OPEN:
-                sides = engine._books[interval]
-                own = 0 if o.buy else 2
-                key = -price if o.buy else price
-                level = sides[own + 1].get(key)
-                if level is None:
-                    level = sides[own + 1][key] = [] if engine._vt else _Level([])
-                    insort(sides[own], key)
+                level = _level_for(
+                    engine._books[interval].side(o.buy), -o.price if o.buy else o.price
+                )
                 if engine._vt:
-                    heappush(level, (-rem, seq, o))
+                    heappush(level.heap, (-o.rem, o.seq, o))
                 else:
                     level.items.append(o)
         for obj in state["trades"]:
