@@ -87,6 +87,13 @@ _STATUS_CODES: Final = {name: code for code, name in enumerate(_STATUS_NAMES)}
 _COMPILED: Final = not __file__.endswith(".py")
 
 
+# Trade ids "t<n>" without formatting n each time: "t1" .. "t999" are made once, and a larger n is
+# the cached prefix "t<n // 1000>" plus n's last three digits, one concatenation (one allocation)
+# instead of str(n) and a concatenation (two); see Engine._trade_id.
+_SMALL_TRADE_IDS: Final = tuple(f"t{n}" for n in range(1000))
+_THREE_DIGITS: Final = tuple(f"{n:03d}" for n in range(1000))
+
+
 def _canonical(obj: object) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -425,6 +432,8 @@ class Engine:
         self._ref = 0
         self._seq = 0
         self._tseq = 0
+        self._tid_high = 0  # the n // 1000 that _tid_prefix is for (0: none yet)
+        self._tid_prefix = ""
         self._rseq = 0
         self._orders: dict[str, _Rec] = {}
         self._books: dict[int, _Book] = {}
@@ -747,11 +756,29 @@ class Engine:
                     maker = "buy" if is_buy else "sell"
                 if is_buy:
                     t = Trade(
-                        f"t{tseq}", oid, mk.id, owner, mk.owner, q, tprice, interval, ts, maker
+                        self._trade_id(tseq),
+                        oid,
+                        mk.id,
+                        owner,
+                        mk.owner,
+                        q,
+                        tprice,
+                        interval,
+                        ts,
+                        maker,
                     )
                 else:
                     t = Trade(
-                        f"t{tseq}", mk.id, oid, mk.owner, owner, q, tprice, interval, ts, maker
+                        self._trade_id(tseq),
+                        mk.id,
+                        oid,
+                        mk.owner,
+                        owner,
+                        q,
+                        tprice,
+                        interval,
+                        ts,
+                        maker,
                     )
                 trades.append(t)
                 registry.append(t)
@@ -846,7 +873,7 @@ class Engine:
         first = mk if mk.seq < o.seq else o
         buy, sell = (o, mk) if o.buy else (mk, o)
         t = Trade(
-            f"t{self._tseq}",
+            self._trade_id(self._tseq),
             buy.id,
             sell.id,
             buy.owner,
@@ -859,6 +886,16 @@ class Engine:
         )
         self._trades.append(t)
         return t
+
+    def _trade_id(self, n: int) -> str:
+        """``f"t{n}"`` for ``n >= 1``, with one allocation at most (see ``_SMALL_TRADE_IDS``)."""
+        if n < 1000:
+            return _SMALL_TRADE_IDS[n]
+        high = n // 1000
+        if high != self._tid_high:
+            self._tid_prefix = f"t{high}"
+            self._tid_high = high
+        return self._tid_prefix + _THREE_DIGITS[n % 1000]
 
     def _cancel(self, ev: Cancel) -> None:
         offer = self._offers.get(ev.id)

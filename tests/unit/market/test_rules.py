@@ -277,3 +277,18 @@ def test_the_package_docstring_example_runs():
     import edge.market
 
     assert doctest.testmod(edge.market).failed == 0
+
+
+@pytest.mark.parametrize("policy", ["price-time", "value-time"])
+def test_trade_ids_count_on_past_each_thousand_and_across_a_restore(policy):
+    # Ids from 1000 on are built from a cached "t<n // 1000>" prefix (Engine._trade_id): the
+    # digits must carry over at 1000, 10000 and 1000000, and a restored engine goes on from its
+    # snapshot's count.
+    e = Engine(params=MarketParams(policy=policy))
+    e.submit(Order("s", "a", "sell", 20_000, 10, ts=0))
+    made = [t for n in range(1, 10_004) for t in e.submit(Order(f"b{n}", "b", "buy", 1, 10, n))]
+    assert [t.id for t in made] == [f"t{n}" for n in range(1, 10_004)]
+    assert e.trade("t10003") == made[-1]
+    e = Engine.restore(e.snapshot().replace(b'"trade_seq":10003', b'"trade_seq":999998'))
+    more = [t for n in range(4) for t in e.submit(Order(f"c{n}", "c", "buy", 1, 10, n))]
+    assert [t.id for t in more] == ["t999999", "t1000000", "t1000001", "t1000002"]
