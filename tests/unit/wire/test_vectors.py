@@ -62,6 +62,42 @@ def test_field_tables_agree() -> None:
     assert reasons >= wire.REASONS
 
 
+def test_mac_sits_inside_every_kind() -> None:
+    # open_payload finds the signed bytes by cutting ',"mac":"..."' out of the payload: that
+    # needs a field sorting before "mac" in every kind (and "v" after it).
+    for kind, names in wire.FIELDS.items():
+        assert names[0] < "mac" < names[-1], kind
+
+
+@pytest.mark.parametrize("name", ["fw", "meter"])
+def test_a_value_shaped_like_the_mac_pair_is_refused(name: str) -> None:
+    # No value can carry the quotes and comma of a second mac pair: canonical() refuses it
+    # before any MAC is computed.
+    key = bytes(range(32))
+    fields = {
+        "v": 1,
+        "kind": "state",
+        "meter": "m-a",
+        "seq": 1,
+        "ts": 1,
+        "soc_bp": 5000,
+        "import_wh": 0,
+        "export_wh": 0,
+        "power_w": 0,
+        "locked_wh": 0,
+        "fw": "x",
+    }
+    payload = wire.seal(key, fields)
+    mac = payload.split(b'"mac":"')[1][:64]
+    forged = payload.replace(
+        f'"{name}":"{fields[name]}"'.encode(),
+        f'"{name}":"a\\",\\"mac\\":\\"{mac.decode()}"'.encode(),
+    )
+    with pytest.raises(wire.WireError) as err:
+        wire.open_payload(key, forged, kinds=wire.METER_KINDS)
+    assert err.value.reason == "malformed"
+
+
 def test_gateway_parses_typed_messages() -> None:
     by_name = {v["name"]: v for v in VECTORS["messages"]}
     state = by_name["state"]
