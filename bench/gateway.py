@@ -27,9 +27,10 @@ command is handed to the MQTT client, which includes the order log's fsync.
 CPU share: the gateway's utime+stime over the load window divided by the wall time, for the main
 process and for its proof worker (edge.zk runs in a separate process). Peak RSS: VmHWM.
 
-Modes: ``event`` sends the lock right after the SoC check and proves meanwhile (``[locks]
-prove_before_lock = false``; the proof is awaited before settlement); ``event-prove-first`` makes
-the range proof before the lock (the default setting); ``poll`` is ``event`` with 5 s polling.
+Modes: ``event`` sends the lock right after the SoC check and proves meanwhile (the default,
+``[locks] prove_before_lock = false``; the proof is awaited before settlement);
+``event-prove-first`` makes the range proof before the lock (``prove_before_lock = true``);
+``poll`` is ``event`` with 5 s polling.
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ class TelemetryConfig:
 @dataclass(frozen=True, kw_only=True)
 class LockConfig:
     timeout_ms: int = 3000
-    prove_before_lock: bool = True
+    prove_before_lock: bool = False
     telemetry_wait_ms: int = 10_000
     max_in_flight: int = 4  # unacknowledged commands per meter (the firmware's inbox)
     queue_max: int = 32  # commands waiting in the gateway per meter beyond those
@@ -296,7 +296,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> GatewayConfig:
     lk = root.table("locks")
     locks = LockConfig(
         timeout_ms=lk.integer("timeout_ms", 3000, lo=1),
-        prove_before_lock=lk.flag("prove_before_lock", True),
+        prove_before_lock=lk.flag("prove_before_lock", False),
         telemetry_wait_ms=lk.integer("telemetry_wait_ms", 10_000, lo=0),
         max_in_flight=lk.integer("max_in_flight", 4, lo=1, hi=16),
         queue_max=lk.integer("queue_max", 32, lo=0, hi=10_000),

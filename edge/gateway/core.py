@@ -33,9 +33,10 @@ Rules (docs/gateway.md):
   ``telemetry_wait_ms`` for it (a restarted gateway has heard nobody yet). If the SoC does not
   cover the sale, or the meter stays silent, or the seller has no meter, the trade is voided and
   the rest of the sell order cancelled (both logged).
-- The lock command is due after the proof (``prove_before_lock``, the default) or right after
-  the check above, the proof then being awaited before settlement. The lock's ack settles the
-  trade; a refusal other than ``busy``, or no ack by ``timeout_ms`` after it was due, voids it.
+- The lock command is due right after the check above (the default), the proof being made
+  meanwhile and awaited before settlement, or after the proof (``prove_before_lock``). The
+  lock's ack settles the trade once its proof is there; a refusal other than ``busy``, or no
+  ack by ``timeout_ms`` after the lock was due, voids it.
 - Commands to one meter: at most ``max_in_flight`` (4, the firmware's inbox) sent and not yet
   acknowledged; the rest wait in a FIFO of at most ``queue_max``. A ``busy`` ack (the meter's
   inbox was full, the command changed nothing) puts the command back in its place, to be sent

@@ -123,3 +123,9 @@ def ack(
 @pytest.fixture
 def config() -> GatewayConfig:
     return make_config()
+
+
+@pytest.fixture
+def prove_first() -> GatewayConfig:
+    """The config with ``locks.prove_before_lock = true``: no lock command before its proof."""
+    return make_config(locks={"prove_before_lock": True})

@@ -83,11 +83,12 @@ def matched(core: GatewayCore, now: int = T0) -> tuple[list[Effect], Prove]:
     return e2, p
 
 
-def test_order_to_lock_to_settlement(config: GatewayConfig) -> None:
+def test_order_to_lock_to_settlement(prove_first: GatewayConfig) -> None:
+    config = prove_first
     core = new_core(config)
     effects, p = matched(core)
     assert log_ops(effects) == ["order"]
-    # Proof first, then the lock command (prove_before_lock is the default).
+    # Proof first, then the lock command.
     assert of(effects, Publish) == []
     assert p.threshold_bp == 2000 + 600  # reserve + 600 Wh of a 10 kWh battery
     assert p.reserved_bp == 0
@@ -123,8 +124,8 @@ def test_order_to_lock_to_settlement(config: GatewayConfig) -> None:
     assert "t1" in core.locks and "t1" not in core.pending
 
 
-def test_lock_sent_before_proof_when_configured() -> None:
-    core = new_core(make_config(locks={"prove_before_lock": False}))
+def test_lock_sent_before_proof_by_default(config: GatewayConfig) -> None:
+    core = new_core(config)
     effects, p = matched(core)
     assert [e.kind for e in of(effects, Publish)] == ["lock"]
     # An ack before the proof is held until the proof is there.
@@ -144,15 +145,15 @@ def test_append_comes_before_the_lock_command() -> None:
     assert kinds.index("Append") < kinds.index("Publish")
 
 
-def test_lock_timeout_voids_and_restores_priority(config: GatewayConfig) -> None:
-    core = new_core(config)
+def test_lock_timeout_voids_and_restores_priority(prove_first: GatewayConfig) -> None:
+    core = new_core(prove_first)
     _, p = matched(core)
     commitment, proof = prove(p)
     core.proof_ready(trade="t1", commitment=commitment, proof=proof, now=T0 + 10)
     # Another buyer at the same price arrives later; it should stay behind bob after the void.
     core.place(home="carol", side="buy", wh=100, price=110, interval=None, now=T0 + 20)
-    assert of(core.tick(now=T0 + 10 + config.locks.timeout_ms - 1), Publish) == []
-    effects = core.tick(now=T0 + 10 + config.locks.timeout_ms)
+    assert of(core.tick(now=T0 + 10 + prove_first.locks.timeout_ms - 1), Publish) == []
+    effects = core.tick(now=T0 + 10 + prove_first.locks.timeout_ms)
     assert "void" in log_ops(effects)
     assert [e.kind for e in of(effects, Publish)] == ["release"]
     assert core.voids["timeout"] == 1

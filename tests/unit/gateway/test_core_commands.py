@@ -60,7 +60,8 @@ def burst(core: GatewayCore, n: int, *, now: int = T0) -> list[Effect]:
     return effects
 
 
-def test_busy_ack_sends_the_lock_again_with_a_new_seq(config: GatewayConfig) -> None:
+def test_busy_ack_sends_the_lock_again_with_a_new_seq(prove_first: GatewayConfig) -> None:
+    config = prove_first
     core = new_core(config)
     first = locked(core)
     effects = answer(core, first, seq=2, now=T0 + 20, reason="busy")
@@ -81,7 +82,8 @@ def test_busy_ack_sends_the_lock_again_with_a_new_seq(config: GatewayConfig) -> 
     assert core.voids == {} and core.status()["commands"]["in_flight"] == {}
 
 
-def test_repeated_busy_until_the_lock_timeout_voids_by_timeout(config: GatewayConfig) -> None:
+def test_repeated_busy_until_the_lock_timeout_voids_by_timeout(prove_first: GatewayConfig) -> None:
+    config = prove_first
     core = new_core(config)
     cmd = locked(core)  # sent at T0 + 10
     deadline = T0 + 10 + config.locks.timeout_ms
@@ -180,7 +182,8 @@ def test_an_unanswered_lock_times_out_and_frees_its_slot() -> None:
     assert [(c.kind, c.trade) for c in sent(effects)] == [("release", "t1")]
 
 
-def test_busy_release_is_sent_again(config: GatewayConfig) -> None:
+def test_busy_release_is_sent_again(prove_first: GatewayConfig) -> None:
+    config = prove_first
     core = new_core(config)
     locked(core)
     deadline = T0 + 10 + config.locks.timeout_ms
