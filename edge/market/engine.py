@@ -41,7 +41,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from heapq import heapify, heappop, heappush, heapreplace
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 from edge.market.errors import InvalidEvent, LogError
 from edge.market.events import (
@@ -57,6 +57,19 @@ from edge.market.events import (
     validate_event,
 )
 from edge.market.tiers import cheapest_cover
+
+if TYPE_CHECKING:
+    from _typeshed import IdentityFunction
+
+try:
+    # mypyc_attr(acyclic=True): instances are not tracked by the cyclic garbage collector (see
+    # docs/market.md, "Compiled build"); only mypyc reads it.
+    from mypy_extensions import mypyc_attr
+except ImportError:  # pragma: no cover - mypy (and so mypy_extensions) is not installed
+
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> IdentityFunction:
+        return lambda cls: cls
+
 
 __all__ = [
     "POLICIES",
@@ -119,6 +132,7 @@ class MarketParams:
 
 
 @final
+@mypyc_attr(acyclic=True)
 @dataclass(init=False, unsafe_hash=True, slots=True)
 class Trade:
     """One trade: ``wh`` watt-hours from ``seller`` (order ``sell``) to ``buyer`` (order ``buy``)
@@ -234,6 +248,7 @@ class Trade:
 
 
 @final
+@mypyc_attr(acyclic=True)
 class _Rec:
     """The engine's record of one order (mutable; never leaves the engine).
 
@@ -338,6 +353,7 @@ class Reservation:
 
 
 @final
+@mypyc_attr(acyclic=True)
 class _Level:
     """The resting orders at one price of one side of a book; ``key`` is ``-price`` for buys and
     ``price`` for sells, so that the best level of either side has the smallest key.
@@ -364,6 +380,7 @@ class _Level:
 
 
 @final
+@mypyc_attr(acyclic=True)
 class _Book:
     """One delivery interval's order book: per side, its price levels best first.
 
@@ -537,9 +554,9 @@ class Engine:
         void of an unknown or already voided trade.
         """
         if isinstance(event, Order):
-            trades: list[Trade] = []
-            self._submit_order(event, trades)
-            return trades
+            made = len(self._trades)
+            self._submit_order(event)
+            return self._trades[made:]
         kind = type(event)
         validate_event(event)
         self._check_state(event)
@@ -582,8 +599,8 @@ class Engine:
             if event.trade in self._voided:
                 raise InvalidEvent(f"trade {event.trade!r} is already voided", field="trade")
 
-    def _submit_order(self, ev: Order, trades: list[Trade]) -> None:
-        """Apply an order: append the trades it makes to ``trades``."""
+    def _submit_order(self, ev: Order) -> None:
+        """Apply an order. Its trades, like every trade, are appended to ``self._trades``."""
         oid = ev.id
         owner = ev.owner
         side = ev.side
@@ -648,9 +665,9 @@ class Engine:
             bound = -(price if price >= ref else ref)
         if olevels and olevels[0].key <= bound:
             if self._vt:
-                self._match_value_time(o, olevels, bound, ts, trades)
+                self._match_value_time(o, olevels, bound, ts)
             else:
-                self._match(o, olevels, bound, ts, trades)
+                self._match(o, olevels, bound, ts)
         if o.rem:  # the remainder rests
             levels = book.bids if is_buy else book.asks
             key = -price if is_buy else price
@@ -674,7 +691,7 @@ class Engine:
             else:
                 levels.insert(lo, _Level(key, [o], []))
 
-    def _take(self, o: _Rec, book: _Book, ts: int, trades: list[Trade]) -> None:
+    def _take(self, o: _Rec, book: _Book, ts: int) -> None:
         """Match order ``o`` as the aggressor against the opposite side of its book.
 
         Walks the opposite price levels best first while they cross, skipping the owner's own
@@ -693,9 +710,9 @@ class Engine:
             olevels, bound = book.bids, -(price if price >= ref else ref)
         if olevels and olevels[0].key <= bound:
             if self._vt:
-                self._match_value_time(o, olevels, bound, ts, trades)
+                self._match_value_time(o, olevels, bound, ts)
             else:
-                self._match(o, olevels, bound, ts, trades)
+                self._match(o, olevels, bound, ts)
 
     def _match(
         self,
@@ -703,7 +720,6 @@ class Engine:
         olevels: list[_Level],
         bound: int,
         ts: int,
-        trades: list[Trade],
     ) -> None:
         """The hot loop of :meth:`_take` for price-time levels: opposite keys ``<= bound`` cross.
 
@@ -780,7 +796,6 @@ class Engine:
                         ts,
                         maker,
                     )
-                trades.append(t)
                 registry.append(t)
                 rem -= q
                 nmatch += 1
@@ -818,7 +833,6 @@ class Engine:
         olevels: list[_Level],
         bound: int,
         ts: int,
-        trades: list[Trade],
     ) -> None:
         """:meth:`_match` for value-time levels: heaps of ``(-remaining, seq, order)``."""
         owner = o.owner
@@ -843,7 +857,7 @@ class Engine:
                 q = mk.rem
                 if q > rem:
                     q = rem
-                trades.append(self._trade(o, mk, q, ts))
+                self._trade(o, mk, q, ts)
                 rem -= q
                 nmatch += 1
                 left = mk.rem - q
@@ -867,7 +881,7 @@ class Engine:
         if not rem:
             o.status = _FILLED
 
-    def _trade(self, o: _Rec, mk: _Rec, q: int, ts: int) -> Trade:
+    def _trade(self, o: _Rec, mk: _Rec, q: int, ts: int) -> None:
         """Record a trade of ``q`` between aggressor ``o`` and resting ``mk``."""
         self._tseq += 1
         first = mk if mk.seq < o.seq else o
@@ -885,7 +899,6 @@ class Engine:
             "buy" if first.buy else "sell",
         )
         self._trades.append(t)
-        return t
 
     def _trade_id(self, n: int) -> str:
         """``f"t{n}"`` for ``n >= 1``, with one allocation at most (see ``_SMALL_TRADE_IDS``)."""
@@ -937,9 +950,9 @@ class Engine:
         old = self._ref
         new = ev.price
         self._ref = new
-        trades: list[Trade] = []
         if new >= old:
-            return trades
+            return []
+        made = len(self._trades)
         for interval in sorted(self._books):
             book = self._books[interval]
             if not book.asks:
@@ -948,13 +961,13 @@ class Engine:
             unblocked = [o for o in self._resting(interval, True) if new <= o.price < old]
             for o in unblocked:
                 if o.status == _OPEN:
-                    self._retake(o, book, ev.ts, trades)
-        return trades
+                    self._retake(o, book, ev.ts)
+        return self._trades[made:]
 
-    def _retake(self, o: _Rec, book: _Book, ts: int, trades: list[Trade]) -> None:
+    def _retake(self, o: _Rec, book: _Book, ts: int) -> None:
         """Let a resting order ``o`` take from the opposite side, then fix its own level."""
         before = o.rem
-        self._take(o, book, ts, trades)
+        self._take(o, book, ts)
         if o.rem == before:
             return
         if o.status != _OPEN:
@@ -1019,11 +1032,11 @@ class Engine:
                     self._reinsert(o)
             elif status == _OPEN and self._vt:
                 self._rebuild_level(o)
-        trades: list[Trade] = []
+        made = len(self._trades)
         for o in sorted((buy, sell), key=lambda x: x.seq):
             if o.status == _OPEN:
-                self._retake(o, self._books[o.interval], ev.ts, trades)
-        return trades
+                self._retake(o, self._books[o.interval], ev.ts)
+        return self._trades[made:]
 
     def _reinsert(self, o: _Rec) -> None:
         """Put a previously filled order back at its original (time) position."""
@@ -1276,14 +1289,15 @@ def replay(events: Iterable[Event], params: MarketParams | None = None) -> list[
     :class:`InvalidEvent`.
     """
     engine = Engine(params=params)
-    trades: list[Trade] = []
     with _gc_paused():
         for event in events:
             if isinstance(event, Order):
-                engine._submit_order(event, trades)
+                engine._submit_order(event)
             else:
-                trades.extend(engine.submit(event))
-    return trades
+                engine.submit(event)
+    # Every trade of every event, in execution order, is the engine's record of its trades;
+    # the engine ends here, so the list is the caller's alone.
+    return engine._trades
 
 
 @contextmanager

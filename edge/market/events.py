@@ -25,10 +25,23 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 from edge.market.errors import InvalidEvent, LogError
 from edge.market.tiers import check_tiers
+
+if TYPE_CHECKING:
+    from _typeshed import IdentityFunction
+
+try:
+    # mypyc_attr(acyclic=True): instances are not tracked by the cyclic garbage collector (see
+    # docs/market.md, "Compiled build"); only mypyc reads it.
+    from mypy_extensions import mypyc_attr
+except ImportError:  # pragma: no cover - mypy (and so mypy_extensions) is not installed
+
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> IdentityFunction:
+        return lambda cls: cls
+
 
 __all__ = [
     "Cancel",
@@ -48,6 +61,7 @@ __all__ = [
 
 
 @final
+@mypyc_attr(acyclic=True)
 @dataclass(init=False, unsafe_hash=True, slots=True)
 class Order:
     """A limit order for ``wh`` watt-hours at ``price`` ticks per kWh, for delivery ``interval``.

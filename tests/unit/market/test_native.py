@@ -209,3 +209,38 @@ def test_a_build_without_a_matching_stamp_is_not_loaded(tmp_path):
             assert result.stdout.split() == ["False", "True"]
             if not flags:
                 assert "RuntimeWarning" in result.stderr and "make market" in result.stderr
+
+
+def test_compiled_orders_trades_and_records_are_not_tracked_by_the_collector():
+    """``mypyc_attr(acyclic=True)``: their fields are strings, ints and (records) a set of
+    strings, so they can be in no reference cycle, and the compiled build leaves them out of the
+    cyclic collector (which would otherwise walk every order and trade of a long replay)."""
+    import gc
+
+    import edge.market.engine as engine
+
+    trades = engine.replay(
+        [Order("s1", "a", "sell", 5, 10, 1), Order("b1", "b", "buy", 5, 10, 2)], MarketParams()
+    )
+    objects = [trades[0], Order("x", "a", "buy", 1, 1, 0), engine._Book(), engine._Level(1, [], [])]
+    objects.append(engine._Rec("x", "a", True, 1, 1, 1, 0, 1, 0, 0, None))
+    if not is_compiled():
+        pytest.skip("interpreted: these are ordinary (tracked) objects")
+    assert [gc.is_tracked(x) for x in objects] == [False] * len(objects)
+
+
+def test_the_interpreted_core_needs_no_mypy_extensions(tmp_path):
+    """Without mypy installed (so without ``mypy_extensions``) the source still imports and runs:
+    ``mypyc_attr`` falls back to a no-op decorator."""
+    code = (
+        "import sys; sys.modules['mypy_extensions'] = None\n"
+        "from edge.market import Engine, Order, is_compiled\n"
+        "e = Engine(); e.submit(Order('s', 'a', 'sell', 5, 10, 1))\n"
+        "print(is_compiled(), e.submit(Order('b', 'b', 'buy', 5, 10, 2))[0].to_json())\n"
+    )
+    env = {**os.environ, PURE_ENV: "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('False {"buy":"b","buyer":"b","id":"t1"')
