@@ -61,7 +61,7 @@ __all__ = [
 
 
 @final
-@mypyc_attr(acyclic=True)
+@mypyc_attr(acyclic=True, free_list_len=1)
 @dataclass(init=False, unsafe_hash=True, slots=True)
 class Order:
     """A limit order for ``wh`` watt-hours at ``price`` ticks per kWh, for delivery ``interval``.
