@@ -580,7 +580,8 @@ class GatewayService:
             effects = self.core.on_message(
                 topic=message.topic.value, payload=bytes(payload), now=self.clock()
             )
-            self.perform(effects)
+            if effects:  # most telemetry changes nothing that needs doing
+                self.perform(effects)
         except Exception as err:
             log.error("message_failed", extra={"fields": {"error": repr(err)}})
             self.failure = err
@@ -841,6 +842,17 @@ def setup_logging(level: str) -> None:
     root.propagate = False
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (a dependency on Linux and macOS), else the
+    standard library's. With 500 meters at 1 Hz the loop's own overhead is a fair share of the
+    gateway's CPU; uvloop (libuv) cuts it (docs/gateway.md, "Benchmark")."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def run_gateway(config: GatewayConfig) -> None:
     """Run the service until SIGTERM/SIGINT (``ngrid gateway run``)."""
     setup_logging(config.log_level)
@@ -850,6 +862,7 @@ def run_gateway(config: GatewayConfig) -> None:
         await service.run()
 
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(main())
     except* GatewayError as group:
         raise group.exceptions[0] from None
