@@ -41,6 +41,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from heapq import heapify, heappop, heappush, heapreplace
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final, final
 
 from edge.market.errors import InvalidEvent, LogError
@@ -145,7 +146,8 @@ class Trade:
     A dataclass with ``Final`` fields and a hand-written ``__init__``, like
     :class:`~edge.market.events.Order` and for the same reason: mypyc compiles it into a native
     class built in C (read-only fields at run time in that build; mypy refuses assignments in
-    any build).
+    any build), which the cyclic garbage collector does not track (``acyclic``: strings and ints
+    make no cycle).
     """
 
     id: Final[str]
@@ -398,8 +400,16 @@ class _Book:
         return self.bids if is_buy else self.asks
 
 
+_LEVEL_KEY: Final = attrgetter("key")
+
+
 def _find(levels: list[_Level], key: int) -> int:
-    """The position of the first level of ``levels`` whose key is ``>= key`` (binary search)."""
+    """The position of the first level of ``levels`` whose key is ``>= key`` (binary search).
+
+    Compiled, a loop over native ints; interpreted, :func:`bisect.bisect_left` (in C) is faster.
+    """
+    if not _COMPILED:
+        return bisect_left(levels, key, key=_LEVEL_KEY)
     lo = 0
     hi = len(levels)
     while lo < hi:
@@ -672,14 +682,17 @@ class Engine:
             levels = book.bids if is_buy else book.asks
             key = -price if is_buy else price
             n = len(levels)
-            lo = 0
-            hi = n
-            while lo < hi:  # _find, inlined
-                mid = (lo + hi) >> 1
-                if levels[mid].key < key:
-                    lo = mid + 1
-                else:
-                    hi = mid
+            if _COMPILED:
+                lo = 0
+                hi = n
+                while lo < hi:  # _find, inlined
+                    mid = (lo + hi) >> 1
+                    if levels[mid].key < key:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+            else:
+                lo = bisect_left(levels, key, key=_LEVEL_KEY)
             if lo < n and levels[lo].key == key:
                 level = levels[lo]
                 if self._vt:
@@ -764,6 +777,14 @@ class Engine:
                 if q > rem:
                     q = rem
                 tseq += 1
+                if tseq < 1000:  # self._trade_id(tseq), inlined
+                    tid = _SMALL_TRADE_IDS[tseq]
+                else:
+                    high = tseq // 1000
+                    if high != self._tid_high:
+                        self._tid_prefix = f"t{high}"
+                        self._tid_high = high
+                    tid = self._tid_prefix + _THREE_DIGITS[tseq % 1000]
                 if mk.seq < oseq:
                     tprice = mk.price
                     maker = "sell" if is_buy else "buy"
@@ -772,7 +793,7 @@ class Engine:
                     maker = "buy" if is_buy else "sell"
                 if is_buy:
                     t = Trade(
-                        self._trade_id(tseq),
+                        tid,
                         oid,
                         mk.id,
                         owner,
@@ -785,7 +806,7 @@ class Engine:
                     )
                 else:
                     t = Trade(
-                        self._trade_id(tseq),
+                        tid,
                         mk.id,
                         oid,
                         mk.owner,

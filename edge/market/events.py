@@ -72,8 +72,9 @@ class Order:
     docs/market.md) the fields are read-only at run time too (``AttributeError``); interpreted,
     Python does not enforce ``Final``. It is not ``frozen=True`` because orders are built on the
     hot path: mypyc compiles this hand-written ``__init__`` to C, while a frozen dataclass's
-    generated one stays interpreted. The constructor does not validate;
-    :meth:`edge.market.Engine.submit` does.
+    generated one stays interpreted. Compiled, it is not tracked by the cyclic garbage collector
+    (``acyclic``) and a freed one is kept for the next (``free_list_len=1``). The constructor does
+    not validate; :meth:`edge.market.Engine.submit` does.
     """
 
     id: Final[str]
