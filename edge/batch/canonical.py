@@ -45,13 +45,37 @@ def _check(value: object, path: str) -> None:
     raise CanonicalError(f"{path}: {type(value).__name__} is not allowed in canonical JSON")
 
 
+def _plain(value: object) -> bool:
+    """True if ``value`` is made only of None, bool, int, str and lists, tuples and dicts with
+    string keys, by exact type: the common case, walked without building paths (a batch of 100
+    trades holds ~5,000 values). Anything else, subclasses included, goes to :func:`_check`,
+    which decides and names the path."""
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is int or kind is str or kind is bool or item is None:
+            continue
+        if kind is dict:
+            for key in item:
+                if type(key) is not str:
+                    return False
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        else:
+            return False
+    return True
+
+
 def canonical_bytes(value: JsonValue) -> bytes:
     """Encode ``value`` (JSON-shaped, integers only) as canonical JSON bytes.
 
     Raises :class:`CanonicalError` naming the path of the first value that is not allowed
     (a float, bytes, a non-string key ...).
     """
-    _check(value, "$")
+    if not _plain(value):
+        _check(value, "$")
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(
         "ascii"
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -45,3 +47,17 @@ def test_hex_fields() -> None:
     for bad in ("00FF", "0", "zz", 12):
         with pytest.raises(CanonicalError, match="x"):
             from_hex(bad, field="x")
+
+
+def test_refusal_names_the_path_of_the_first_bad_value() -> None:
+    with pytest.raises(CanonicalError, match=r"\$\.trades\[1\]\.wh: float"):
+        canonical_bytes({"trades": [{"wh": 1}, {"wh": 1.5}]})
+
+
+def test_subclasses_of_allowed_types_encode_as_their_base() -> None:
+    # Values of exact JSON types take the fast walk; a subclass takes the checked one and is
+    # encoded as its base type, as before that walk existed.
+    class Wh(int):
+        pass
+
+    assert canonical_bytes(OrderedDict(b=Wh(2), a=(1,))) == b'{"a":[1],"b":2}'
