@@ -8,6 +8,8 @@ matching side by side with the reference Go engine's design (matching on a 5 s p
 Setup, one run per mode, same load each time:
 
 * a real Mosquitto on loopback (tests.brokers), anonymous;
+* the gateway on its default settings but for the lock timeout (5 s): batches are sealed every
+  100 trades, three times in a 30 s run, as a busy site would;
 * the gateway as its own process: ``ngrid gateway run`` for the event-driven modes, and for
   ``poll`` the same service with :class:`PollingCore`, which logs each order at once but matches
   only every 5 s, as the reference engine's ticker does;
@@ -173,10 +175,6 @@ prove_before_lock = {"true" if prove_first else "false"}
 
 [telemetry]
 max_age_s = 30
-
-[batch]
-every_s = 3600
-max_trades = 100000
 
 {homes}"""
     path = directory / "gateway.toml"
