@@ -25,7 +25,9 @@ its own order objects and hand back its trades:
 Throughput is orders per second of CPU time (``time.process_time``) for the whole stream, best
 of ``--rounds`` rounds with the engines taking turns: on a shared machine the wall clock also
 counts other processes' turns, CPU time does not (Liquibook's C++ runs in this process, so it is
-counted too). Per-order latency is wall time, ``time.perf_counter_ns`` around each order in a
+counted too). The table's ratios are of those bests, which may come from different moments; the
+last lines also give the median over the rounds of each round's ratio (the engines of one round
+run one after another), which the machine's load moves less. Per-order latency is wall time, ``time.perf_counter_ns`` around each order in a
 separate pass (p50, p99), so its tail includes whatever else the machine was doing.
 :func:`edge.market.replay` pauses Python's cyclic garbage collector while it runs (the engine
 makes no reference cycles); the peers run as they come, with the collector on, and the "GC off"
@@ -39,6 +41,7 @@ from __future__ import annotations
 import argparse
 import gc
 import random
+import statistics
 import sys
 import time
 from bisect import insort
@@ -365,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     best: dict[str, float] = {name: float("inf") for name in engines}
     best_nogc: dict[str, float] = {name: float("inf") for name in engines}
+    per_round: dict[str, list[float]] = {name: [] for name in engines}  # CPU s, as each runs
     results: dict[str, Any] = {}
     for _ in range(args.rounds):
         for name, (run, _, pauses) in engines.items():
@@ -377,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                     results[name] = run(rows)
                     elapsed = time.process_time() - t0
                 table[name] = min(table[name], elapsed)
+                if table is best:
+                    per_round[name].append(elapsed)
     for name, (_, _, pauses) in engines.items():
         if pauses:
             best_nogc[name] = best[name]
@@ -415,6 +421,16 @@ def main(argv: list[str] | None = None) -> int:
         "(trades: fills reported; liquibook and lightmatchingengine have no self-trade"
         " prevention, reference price or match bound, so their counts differ slightly)"
     )
+    # The best of each engine may come from different moments of a noisy machine; the ratio of
+    # the times of one round (the engines run one after another) is taken close together.
+    mine = per_round[ours]
+    ratios = [
+        f"{name} {statistics.median(t / o for o, t in zip(mine, times, strict=True)):.2f}x"
+        for name, times in per_round.items()
+        if name in ("liquibook", "lightmatchingengine")
+    ]
+    if ratios:
+        print(f"{ours} vs peers, median of the {args.rounds} rounds' ratios: {', '.join(ratios)}")
     mean_us = best[ours] / len(rows) * 1e6
     print(f"{ours}: {mean_us:.2f} µs of CPU per order on average through replay()")
     return 0 if same else 1
