@@ -27,8 +27,9 @@ of ``--rounds`` rounds with the engines taking turns: on a shared machine the wa
 counts other processes' turns, CPU time does not (Liquibook's C++ runs in this process, so it is
 counted too). The table's ratios are of those bests, which may come from different moments; the
 last lines also give the median over the rounds of each round's ratio (the engines of one round
-run one after another), which the machine's load moves less. Per-order latency is wall time, ``time.perf_counter_ns`` around each order in a
-separate pass (p50, p99), so its tail includes whatever else the machine was doing.
+run one after another), which the machine's load moves less. Per-order latency is wall time,
+``time.perf_counter_ns`` around each order in a separate pass (p50, p99), so its tail includes
+whatever else the machine was doing.
 :func:`edge.market.replay` pauses Python's cyclic garbage collector while it runs (the engine
 makes no reference cycles); the peers run as they come, with the collector on, and the "GC off"
 column shows every engine with it paused.
