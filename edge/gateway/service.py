@@ -842,17 +842,6 @@ def setup_logging(level: str) -> None:
     root.propagate = False
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop where it is installed (a dependency on Linux and macOS), else the
-    standard library's. With 500 meters at 1 Hz the loop's own overhead is a fair share of the
-    gateway's CPU; uvloop (libuv) cuts it (docs/gateway.md, "Benchmark")."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def run_gateway(config: GatewayConfig) -> None:
     """Run the service until SIGTERM/SIGINT (``ngrid gateway run``)."""
     setup_logging(config.log_level)
@@ -862,7 +851,6 @@ def run_gateway(config: GatewayConfig) -> None:
         await service.run()
 
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(main())
+        asyncio.run(main())
     except* GatewayError as group:
         raise group.exceptions[0] from None
