@@ -6,6 +6,13 @@ not inherit the API's listening socket) connected by a :func:`multiprocessing.Pi
 loop writes requests to the pipe and reads answers through ``loop.add_reader``: no helper
 threads in the gateway process competing for the GIL (as ``ProcessPoolExecutor``'s manager
 thread would). Requests are answered in order.
+
+At most :data:`MAX_IN_FLIGHT` requests are in the pipe at a time; the rest wait in the gateway
+and go out as answers come back. The pipe's descriptors are blocking, so a burst of trades that
+filled the request direction while the worker's answers filled the other would block the event
+loop in ``send`` and the worker in its own ``send``, each waiting for the other, for ever. With
+a few small messages in flight (a request ~300 bytes, an answer ~750) neither direction can
+fill.
 """
 
 from __future__ import annotations
@@ -17,9 +24,13 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-__all__ = ["ProofWorker", "make_proof"]
+__all__ = ["MAX_IN_FLIGHT", "ProofWorker", "make_proof"]
 
 Done = Callable[[tuple[bytes, bytes] | None, str | None], None]
+Request = tuple[int, int, int, bytes]
+
+#: Requests written to the worker's pipe and not yet answered, at most.
+MAX_IN_FLIGHT = 4
 
 
 def make_proof(
@@ -64,7 +75,8 @@ class ProofWorker:
         self._process = ctx.Process(target=_serve, args=(child,), name="ngrid-prover", daemon=True)
         self._process.start()
         child.close()
-        self._waiting: deque[Done] = deque()
+        self._waiting: deque[Done] = deque()  # in the pipe, in order
+        self._queued: deque[tuple[Request, Done]] = deque()  # not yet written
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -75,11 +87,24 @@ class ProofWorker:
         self._loop = loop
         loop.add_reader(self._conn.fileno(), self._answer)
 
+    @property
+    def backlog(self) -> int:
+        """Requests submitted and not yet answered (in the pipe or waiting to go in)."""
+        return len(self._waiting) + len(self._queued)
+
     def submit(
         self, soc_bp: int, threshold_bp: int, reserved_bp: int, context: bytes, done: Done
     ) -> None:
-        self._waiting.append(done)
-        self._conn.send((soc_bp, threshold_bp, reserved_bp, context))
+        """Queue a proof; ``done`` is called on the loop with ``((commitment, proof), None)``
+        or ``(None, error)``. Never blocks: see the module's docstring."""
+        self._queued.append(((soc_bp, threshold_bp, reserved_bp, context), done))
+        self._pump()
+
+    def _pump(self) -> None:
+        while self._queued and len(self._waiting) < MAX_IN_FLIGHT:
+            request, done = self._queued.popleft()
+            self._waiting.append(done)
+            self._conn.send(request)
 
     def _answer(self) -> None:
         try:
@@ -88,6 +113,7 @@ class ProofWorker:
             self._fail_all("the proof worker exited")
             return
         done = self._waiting.popleft()
+        self._pump()
         if answer[0] == "ok":
             done((answer[1], answer[2]), None)
         else:
@@ -98,6 +124,8 @@ class ProofWorker:
             self._loop.remove_reader(self._conn.fileno())
         while self._waiting:
             self._waiting.popleft()(None, error)
+        while self._queued:
+            self._queued.popleft()[1](None, error)
 
     async def warm_up(self) -> None:
         """Make one proof, so the first trade does not pay for starting the worker."""
