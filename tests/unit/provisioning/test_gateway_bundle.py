@@ -210,7 +210,7 @@ def test_homes_get_api_tokens_the_gateway_accepts(tmp_path: Path) -> None:
     from aiohttp import web
     from aiohttp.test_utils import make_mocked_request
 
-    from edge.gateway.api import SERVICE, _home
+    from edge.gateway.api import _home, make_app
     from edge.gateway.config import load_config
     from provisioning.gateway import GatewayLayout
 
@@ -234,8 +234,7 @@ def test_homes_get_api_tokens_the_gateway_accepts(tmp_path: Path) -> None:
         assert sorted(tokens) == ["no-4", "no-6"]
         assert len(set(tokens.values())) == 2 and all(len(t) >= 16 for t in tokens.values())
 
-        app = web.Application()
-        app[SERVICE] = SimpleNamespace(config=config)  # type: ignore[assignment]
+        app = make_app(SimpleNamespace(config=config))  # type: ignore[arg-type]
 
         def who(header: str) -> str:
             request = make_mocked_request(
