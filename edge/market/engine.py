@@ -682,17 +682,7 @@ class Engine:
             levels = book.bids if is_buy else book.asks
             key = -price if is_buy else price
             n = len(levels)
-            if _COMPILED:
-                lo = 0
-                hi = n
-                while lo < hi:  # _find, inlined
-                    mid = (lo + hi) >> 1
-                    if levels[mid].key < key:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-            else:
-                lo = bisect_left(levels, key, key=_LEVEL_KEY)
+            lo = _find(levels, key)
             if lo < n and levels[lo].key == key:
                 level = levels[lo]
                 if self._vt:
