@@ -72,27 +72,15 @@ def test_mac_sits_inside_every_kind() -> None:
 @pytest.mark.parametrize("name", ["fw", "meter"])
 def test_a_value_shaped_like_the_mac_pair_is_refused(name: str) -> None:
     # No value can carry the quotes and comma of a second mac pair: canonical() refuses it
-    # before any MAC is computed.
-    key = bytes(range(32))
-    fields = {
-        "v": 1,
-        "kind": "state",
-        "meter": "m-a",
-        "seq": 1,
-        "ts": 1,
-        "soc_bp": 5000,
-        "import_wh": 0,
-        "export_wh": 0,
-        "power_w": 0,
-        "locked_wh": 0,
-        "fw": "x",
-    }
-    payload = wire.seal(key, fields)
-    mac = payload.split(b'"mac":"')[1][:64]
+    # (malformed) before any MAC is computed; without that check it would be a bad_mac.
+    state = {v["name"]: v for v in VECTORS["messages"]}["state"]
+    payload, key = state["payload"].encode(), bytes.fromhex(state["key"])
+    value = state["fields"][name]
     forged = payload.replace(
-        f'"{name}":"{fields[name]}"'.encode(),
-        f'"{name}":"a\\",\\"mac\\":\\"{mac.decode()}"'.encode(),
+        f'"{name}":"{value}"'.encode(),
+        f'"{name}":"a\\",\\"mac\\":\\"{state["mac"]}"'.encode(),
     )
+    assert forged != payload
     with pytest.raises(wire.WireError) as err:
         wire.open_payload(key, forged, kinds=wire.METER_KINDS)
     assert err.value.reason == "malformed"
