@@ -22,6 +22,8 @@ Rules (docs/market.md has the long form):
 * A void gives both orders the quantity back at their original priority, and the two never match
   each other again; a restored order that crosses trades as an unblocked one does.
 * Closing an interval expires its resting orders; orders for a closed interval are refused.
+* A prune forgets every order, trade and void mark of the closed intervals up to its interval;
+  events for those intervals, or naming what was forgotten, are refused from then on.
 
 Internally an order is a :class:`_Rec` (a final class with typed fields, which mypyc compiles to
 a C struct; see docs/market.md, "Compiled build"); each interval's book (a :class:`_Book`) keeps,
@@ -42,7 +44,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from heapq import heapify, heappop, heappush, heapreplace
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, cast, final
 
 from edge.market.errors import InvalidEvent, LogError
 from edge.market.events import (
@@ -51,6 +53,7 @@ from edge.market.events import (
     Event,
     Offer,
     Order,
+    Prune,
     ReferencePrice,
     Reserve,
     Void,
@@ -87,7 +90,7 @@ __all__ = [
 
 POLICIES: Final = ("price-time", "value-time")
 SNAPSHOT_FORMAT: Final = "ngrid-market-snapshot"
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2  # 2: "pruned_through"; restore also reads 1 (never pruned)
 
 # Order statuses.
 _OPEN: Final = 0
@@ -450,6 +453,9 @@ class Engine:
     :meth:`book`, :meth:`order`, :meth:`trade`; save it with :meth:`snapshot` and load it with
     :meth:`restore`. Restoring a snapshot and submitting the rest of a log gives the same trades
     and the same final state as submitting the whole log.
+
+    The engine keeps every order and trade until a :class:`~edge.market.events.Prune` event
+    makes it forget those of the closed intervals up to the prune's interval.
     """
 
     def __init__(self, *, params: MarketParams | None = None) -> None:
@@ -469,7 +475,14 @@ class Engine:
         self._cur_interval = -1
         self._cur_book = _Book()
         self._closed: set[int] = set()
-        self._trades: list[Trade] = []  # trade n is self._trades[n - 1]
+        # Trade n is self._trades[n - 1 - self._tbase]: a prune drops the leading forgotten
+        # trades (counted by _tbase) and leaves None where a forgotten trade follows a kept one,
+        # so that len(self._trades) + self._tbase == self._tseq always (made trades are appended).
+        self._trades: list[Trade | None] = []
+        self._tbase = 0
+        # The last prune's interval (-1: never pruned; intervals are non-negative, so a native
+        # int compares on the order path instead of an Optional).
+        self._pruned = -1
         self._voided: set[str] = set()
         self._offers: dict[str, list[Any]] = {}
         self._requests: dict[str, Reservation | None] = {}
@@ -487,10 +500,17 @@ class Engine:
 
     @property
     def trade_count(self) -> int:
-        """How many trades the engine has made (voided ones included)."""
+        """How many trades the engine has made (voided and pruned ones included)."""
         return self._tseq
 
+    @property
+    def pruned_through(self) -> int | None:
+        """The interval of the last :class:`~edge.market.events.Prune` (every interval up to it
+        is forgotten), or ``None`` if the engine never pruned."""
+        return None if self._pruned < 0 else self._pruned
+
     def closed_intervals(self) -> list[int]:
+        """The closed intervals above :attr:`pruned_through`, ascending."""
         return sorted(self._closed)
 
     def open_intervals(self) -> list[int]:
@@ -498,7 +518,7 @@ class Engine:
         return sorted(self._books)
 
     def order(self, order_id: str) -> OrderState | None:
-        """The order's current state, or ``None`` if no order has that id."""
+        """The order's current state, or ``None`` if no order has that id (or it was pruned)."""
         o = self._orders.get(order_id)
         return None if o is None else _state(o)
 
@@ -514,20 +534,17 @@ class Engine:
         return resting[0].price if resting else None
 
     def trade(self, trade_id: str) -> Trade | None:
+        """The trade with this id, or ``None`` if there is none (or it was pruned)."""
         return self._trade_or_none(trade_id)
 
     def trades(self) -> list[Trade]:
-        """Every trade made so far, voided ones included, in execution order."""
-        return list(self._trades)
+        """Every trade made so far and not pruned, voided ones included, in execution order."""
+        return [t for t in self._trades if t is not None]
 
     def _trade_or_none(self, trade_id: str) -> Trade | None:
-        if type(trade_id) is not str or not trade_id.startswith("t"):
-            return None
-        digits = trade_id[1:]
-        if not digits.isdigit() or not digits.isascii() or digits.startswith("0"):
-            return None
-        n = int(digits)
-        return self._trades[n - 1] if n <= len(self._trades) else None
+        n = _trade_number(trade_id)
+        i = n - 1 - self._tbase
+        return self._trades[i] if 0 <= i < len(self._trades) else None
 
     def is_voided(self, trade_id: str) -> bool:
         return trade_id in self._voided
@@ -560,13 +577,26 @@ class Engine:
         """Apply one event; return the trades it caused, in execution order.
 
         Raises :class:`InvalidEvent` (and changes nothing) if the event is malformed or not
-        allowed now: a duplicate id, an order for a closed interval, a cancel of an unknown id, a
-        void of an unknown or already voided trade.
+        allowed now: a duplicate id (among the orders, offers and requests the engine keeps), an
+        order for a closed or pruned interval, a close of a closed or pruned interval, a cancel of
+        an unknown (or pruned) id, a void of an unknown, pruned or already voided trade, a prune
+        that is not above the last one or that leaves an open book behind it.
+
+        A :class:`~edge.market.events.Prune` of interval ``k`` (it returns ``[]``) forgets every
+        order of the intervals ``<= k``, every trade of those intervals (a trade's ``interval``)
+        and their void marks: :meth:`order` and :meth:`trade` return ``None`` for them,
+        :meth:`trades` and :meth:`snapshot` leave them out, and their ids are free again (an
+        order id need only be unique among the orders the engine keeps). Trade ids go on
+        counting (:attr:`trade_count` counts every trade ever made). Refused, with ``field
+        "interval"``, if ``k`` is not above :attr:`pruned_through` (``"already pruned through
+        N"``) or an interval ``<= k`` still has an open book (``"interval j is not closed"``).
+        Offers, reservation requests and reservations are not pruned.
         """
         if isinstance(event, Order):
             made = len(self._trades)
             self._submit_order(event)
-            return self._trades[made:]
+            # Only trades made since `made` are in the slice: no prune-holes (None) among them.
+            return cast("list[Trade]", self._trades[made:])
         kind = type(event)
         validate_event(event)
         self._check_state(event)
@@ -586,6 +616,9 @@ class Engine:
         if kind is Reserve:
             self._reserve(event)  # type: ignore[arg-type]
             return []
+        if kind is Prune:
+            self._prune(event)  # type: ignore[arg-type]
+            return []
         raise InvalidEvent(f"not a market event: {kind.__name__}")  # pragma: no cover
 
     def _known_id(self, event_id: str) -> bool:
@@ -595,19 +628,32 @@ class Engine:
         if isinstance(event, Order | Offer | Reserve):
             if self._known_id(event.id):
                 raise InvalidEvent(f"duplicate id {event.id!r}", field="id")
-            if isinstance(event, Order) and event.interval in self._closed:
-                raise InvalidEvent(f"interval {event.interval} is closed", field="interval")
+            if isinstance(event, Order):
+                if event.interval in self._closed:
+                    raise InvalidEvent(f"interval {event.interval} is closed", field="interval")
+                if event.interval <= self._pruned:
+                    raise InvalidEvent(f"interval {event.interval} is pruned", field="interval")
         elif isinstance(event, Cancel):
             if event.id not in self._orders and event.id not in self._offers:
                 raise InvalidEvent(f"no order or offer {event.id!r}", field="id")
         elif isinstance(event, CloseInterval):
+            if event.interval <= self._pruned:
+                raise InvalidEvent(f"interval {event.interval} is pruned", field="interval")
             if event.interval in self._closed:
                 raise InvalidEvent(f"interval {event.interval} is already closed", field="interval")
         elif isinstance(event, Void):
             if self._trade_or_none(event.trade) is None:
+                if 0 < _trade_number(event.trade) <= self._tseq:
+                    raise InvalidEvent(f"trade {event.trade!r} is pruned", field="trade")
                 raise InvalidEvent(f"no trade {event.trade!r}", field="trade")
             if event.trade in self._voided:
                 raise InvalidEvent(f"trade {event.trade!r} is already voided", field="trade")
+        elif isinstance(event, Prune):
+            if event.interval <= self._pruned:
+                raise InvalidEvent(f"already pruned through {self._pruned}", field="interval")
+            still_open = [i for i in self._books if i <= event.interval]
+            if still_open:
+                raise InvalidEvent(f"interval {min(still_open)} is not closed", field="interval")
 
     def _submit_order(self, ev: Order) -> None:
         """Apply an order. Its trades, like every trade, are appended to ``self._trades``."""
@@ -656,9 +702,10 @@ class Engine:
         else:
             found = self._books.get(interval)
             if found is None:
-                if interval in self._closed:
+                if interval in self._closed or interval <= self._pruned:
                     del orders[oid]
-                    raise InvalidEvent(f"interval {interval} is closed", field="interval")
+                    gone = "closed" if interval in self._closed else "pruned"
+                    raise InvalidEvent(f"interval {interval} is {gone}", field="interval")
                 found = self._books[interval] = _Book()
             book = found
             self._cur_interval = interval
@@ -973,7 +1020,7 @@ class Engine:
             for o in unblocked:
                 if o.status == _OPEN:
                     self._retake(o, book, ev.ts)
-        return self._trades[made:]
+        return cast("list[Trade]", self._trades[made:])
 
     def _retake(self, o: _Rec, book: _Book, ts: int) -> None:
         """Let a resting order ``o`` take from the opposite side, then fix its own level."""
@@ -1025,7 +1072,8 @@ class Engine:
                         o.status = _EXPIRED
 
     def _void(self, ev: Void) -> list[Trade]:
-        t = self._trades[int(ev.trade[1:]) - 1]
+        t = self._trade_or_none(ev.trade)
+        assert t is not None  # _check_state has made sure
         self._voided.add(ev.trade)
         buy = self._orders[t.buy]
         sell = self._orders[t.sell]
@@ -1047,7 +1095,28 @@ class Engine:
         for o in sorted((buy, sell), key=lambda x: x.seq):
             if o.status == _OPEN:
                 self._retake(o, self._books[o.interval], ev.ts)
-        return self._trades[made:]
+        return cast("list[Trade]", self._trades[made:])
+
+    def _prune(self, ev: Prune) -> None:
+        """Forget the orders, trades and void marks of every interval ``<= ev.interval``.
+
+        The containers are rebuilt rather than deleted from, so that their memory is returned
+        (a dict never shrinks on deletion); insertion order, and so the snapshot, is kept.
+        """
+        k = ev.interval
+        self._pruned = k
+        self._orders = {oid: o for oid, o in self._orders.items() if o.interval > k}
+        self._closed = {i for i in self._closed if i > k}
+        trades = self._trades
+        kept: list[Trade | None] = []
+        for t in trades:
+            if t is not None and t.interval <= k:
+                self._voided.discard(t.id)
+                t = None
+            if t is not None or kept:  # leading holes are dropped
+                kept.append(t)
+        self._tbase += len(trades) - len(kept)
+        self._trades = kept
 
     def _reinsert(self, o: _Rec) -> None:
         """Put a previously filled order back at its original (time) position."""
@@ -1161,9 +1230,10 @@ class Engine:
             "order_seq": self._seq,
             "trade_seq": self._tseq,
             "reservation_seq": self._rseq,
+            "pruned_through": self.pruned_through,
             "closed": sorted(self._closed),
             "orders": orders,
-            "trades": [t.to_dict() for t in self._trades],
+            "trades": [t.to_dict() for t in self._trades if t is not None],
             "voided": sorted(self._voided, key=lambda tid: int(tid[1:])),
             "offers": offers,
             "requests": [[rid, None if r is None else r.id] for rid, r in self._requests.items()],
@@ -1175,15 +1245,19 @@ class Engine:
     def restore(cls, snapshot: bytes) -> Engine:
         """Rebuild an engine from :meth:`snapshot` bytes (its parameters included).
 
-        Raises :class:`~edge.market.errors.MarketError` (a ``ValueError``) if the bytes are not a
-        snapshot this version understands.
+        Reads versions 1 (never pruned) and 2. Raises
+        :class:`~edge.market.errors.InvalidEvent` (a ``MarketError`` and ``ValueError``) if the
+        bytes are not a snapshot this version understands.
         """
         try:
             state = json.loads(snapshot)
             if state.get("format") != SNAPSHOT_FORMAT:
                 raise ValueError("not a market snapshot")
-            if state.get("version") != SNAPSHOT_VERSION:
-                raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
+            version = state.get("version")
+            if version not in (1, SNAPSHOT_VERSION) or type(version) is not int:
+                raise ValueError(f"unsupported snapshot version {version!r}")
+            if version == 1:
+                state["pruned_through"] = None
             return cls._from_state(state)
         except (ValueError, KeyError, TypeError, IndexError) as err:
             raise InvalidEvent(f"bad snapshot: {err}") from None
@@ -1199,6 +1273,10 @@ class Engine:
         engine._tseq = state["trade_seq"]
         engine._rseq = state["reservation_seq"]
         engine._closed = set(state["closed"])
+        pruned = state["pruned_through"]
+        if pruned is not None and (type(pruned) is not int or pruned < 0):
+            raise ValueError(f"bad pruned_through {pruned!r}")
+        engine._pruned = -1 if pruned is None else pruned
         for row in state["orders"]:
             oid, owner, side, wh, price, ts, interval, seq, rem, status, excl = row
             o = _Rec(
@@ -1225,9 +1303,18 @@ class Engine:
                     heappush(level.heap, (-o.rem, o.seq, o))
                 else:
                     level.items.append(o)
-        for obj in state["trades"]:
-            trade = Trade.from_dict(obj)
-            engine._trades.append(trade)
+        # The kept trades, each at its place: trade n at n - 1 - base, where base counts the
+        # forgotten trades before the first kept one; forgotten ones after it are None.
+        kept = [Trade.from_dict(obj) for obj in state["trades"]]
+        base = kept[0].seq - 1 if kept else engine._tseq
+        slots: list[Trade | None] = [None] * (engine._tseq - base)
+        for trade in kept:
+            i = trade.seq - 1 - base
+            if not 0 <= i < len(slots) or slots[i] is not None:
+                raise ValueError(f"trade {trade.id} is out of order or beyond trade_seq")
+            slots[i] = trade
+        engine._tbase = base
+        engine._trades = slots
         engine._voided = set(state["voided"])
         for row in state["offers"]:
             oid, owner, w, start, end, tiers, ts, active, used = row
@@ -1278,6 +1365,16 @@ class Engine:
 ) = range(9)
 
 
+def _trade_number(trade_id: str) -> int:
+    """``n`` for a canonical trade id ``"t<n>"`` (``n >= 1``, no leading zero), else ``0``."""
+    if type(trade_id) is not str or not trade_id.startswith("t"):
+        return 0
+    digits = trade_id[1:]
+    if not digits.isdigit() or not digits.isascii() or digits.startswith("0"):
+        return 0
+    return int(digits)
+
+
 def _state(o: _Rec) -> OrderState:
     return OrderState(
         id=o.id,
@@ -1296,19 +1393,32 @@ def _state(o: _Rec) -> OrderState:
 def replay(events: Iterable[Event], params: MarketParams | None = None) -> list[Trade]:
     """Submit ``events`` in order to a fresh engine; return every trade, in execution order.
 
-    Voided trades stay in the list (a void is an event after them); a malformed event raises
+    Voided trades stay in the list (a void is an event after them), and so do the trades a
+    :class:`~edge.market.events.Prune` makes the engine forget (the list is every trade the
+    events caused, as :func:`replay_to_lines` writes them); a malformed event raises
     :class:`InvalidEvent`.
     """
     engine = Engine(params=params)
+    # Trades handed over before a prune (None: no prune yet, the engine's list is the answer).
+    done: list[Trade] | None = None
     with _gc_paused():
         for event in events:
             if isinstance(event, Order):
                 engine._submit_order(event)
-            else:
-                engine.submit(event)
-    # Every trade of every event, in execution order, is the engine's record of its trades;
-    # the engine ends here, so the list is the caller's alone.
-    return engine._trades
+                continue
+            if type(event) is Prune:
+                # Trades made since the last prune are all kept (no holes): take them first.
+                if done is None:
+                    done = []
+                start = len(done) - engine._tbase
+                done.extend(cast("list[Trade]", engine._trades[start:]))
+            engine.submit(event)
+    # Every trade of every event, in execution order, is the engine's record of its trades
+    # (from the last prune on); the engine ends here, so the list is the caller's alone.
+    if done is None:
+        return cast("list[Trade]", engine._trades)
+    done.extend(cast("list[Trade]", engine._trades[len(done) - engine._tbase :]))
+    return done
 
 
 @contextmanager

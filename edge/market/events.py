@@ -9,6 +9,7 @@ A log is a sequence of JSON objects, one per line, each with an ``op``:
 ``reference_price``     ``{"op":"reference_price","price":int>=0,"ts":int}``
 ``close``               ``{"op":"close","interval":int,"ts":int}``: the delivery interval ends
 ``void``                ``{"op":"void","trade":str,"ts":int}``: the seller's meter did not lock
+``prune``               ``{"op":"prune","interval":int,"ts":int}``: forget intervals up to this one
 ``offer``               ``{"op":"offer","id":str,"owner":str,"w":int>0,"start":int,"end":int,
                         "tiers":[[m,p],...],"ts":int}``: discharge capacity for reservation
 ``reserve``             ``{"op":"reserve","id":str,"owner":str,"w":int>0,"start":int,
@@ -49,6 +50,7 @@ __all__ = [
     "Event",
     "Offer",
     "Order",
+    "Prune",
     "ReferencePrice",
     "Reserve",
     "Void",
@@ -131,6 +133,21 @@ class CloseInterval:
 
 
 @dataclass(frozen=True)
+class Prune:
+    """Forget every delivery interval up to ``interval``: the engine drops their orders, their
+    trades and their void marks, so that a long-running engine (and its snapshot) stays small.
+
+    Logged by the gateway once every trade of those intervals is settled and batched, or voided.
+    Every interval ``<= interval`` that has a book must be closed, and ``interval`` must be above
+    the last prune's; afterwards, events that name a forgotten interval, order or trade are
+    refused (see :meth:`edge.market.Engine.submit` and docs/market.md, rule 11).
+    """
+
+    interval: int
+    ts: int
+
+
+@dataclass(frozen=True)
 class Void:
     """Undo a trade whose seller's meter did not acknowledge the lock (DESIGN.md principle 4).
 
@@ -176,7 +193,7 @@ class Reserve:
     ts: int
 
 
-Event = Order | Cancel | ReferencePrice | CloseInterval | Void | Offer | Reserve
+Event = Order | Cancel | ReferencePrice | CloseInterval | Void | Offer | Reserve | Prune
 
 # op -> (class, required fields, optional fields with defaults)
 _SCHEMA: Final[dict[str, tuple[type[Any], tuple[str, ...], dict[str, Any]]]] = {
@@ -187,6 +204,7 @@ _SCHEMA: Final[dict[str, tuple[type[Any], tuple[str, ...], dict[str, Any]]]] = {
     "void": (Void, ("trade", "ts"), {}),
     "offer": (Offer, ("id", "owner", "w", "start", "end", "tiers", "ts"), {}),
     "reserve": (Reserve, ("id", "owner", "w", "start", "slots", "price", "ts"), {}),
+    "prune": (Prune, ("interval", "ts"), {}),
 }
 _OP_OF: Final[dict[type[Any], str]] = {cls: op for op, (cls, _, _) in _SCHEMA.items()}
 

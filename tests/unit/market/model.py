@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.market import Cancel, CloseInterval, Order, ReferencePrice, Void
+from edge.market import Cancel, CloseInterval, Order, Prune, ReferencePrice, Void
 
 
 @dataclass
@@ -35,7 +35,8 @@ class Model:
         self.value_time = policy == "value-time"
         self.limit = max_matches or sys.maxsize
         self.orders: dict[str, MOrder] = {}
-        self.trades: list[dict[str, Any]] = []
+        self.trades: list[dict[str, Any]] = []  # the trades not pruned, in execution order
+        self.trade_count = 0  # every trade ever made
         self.voided: set[str] = set()
         self.closed: set[int] = set()
         self.ref = 0
@@ -74,7 +75,7 @@ class Model:
             maker = r if r.seq < o.seq else o
             buy, sell = (o, r) if o.buy else (r, o)
             trade = {
-                "id": f"t{len(self.trades) + 1}",
+                "id": f"t{self.trade_count + 1}",
                 "buy": buy.id,
                 "sell": sell.id,
                 "buyer": buy.owner,
@@ -85,6 +86,7 @@ class Model:
                 "ts": ts,
                 "maker": "buy" if maker.buy else "sell",
             }
+            self.trade_count += 1
             self.trades.append(trade)
             out.append(trade)
             o.rem -= q
@@ -149,4 +151,12 @@ class Model:
                 if o.status == "open":
                     out += self.take(o, ev.ts)
             return out
+        if isinstance(ev, Prune):
+            k = ev.interval
+            self.orders = {oid: o for oid, o in self.orders.items() if o.interval > k}
+            gone = {t["id"] for t in self.trades if t["interval"] <= k}
+            self.trades = [t for t in self.trades if t["id"] not in gone]
+            self.voided -= gone
+            self.closed = {i for i in self.closed if i > k}
+            return []
         raise TypeError(ev)

@@ -11,18 +11,22 @@ from edge.market import (
     Cancel,
     CloseInterval,
     Engine,
+    InvalidEvent,
     LogError,
     MarketParams,
     Offer,
     Order,
+    Prune,
     ReferencePrice,
     Reserve,
     Void,
     encode_event,
+    event_to_dict,
     iter_log,
     parse_event,
     parse_line,
     replay_log,
+    validate_event,
 )
 
 GOOD = [
@@ -38,6 +42,7 @@ GOOD = [
     ('{"op":"reference_price","price":0,"ts":2}', ReferencePrice(0, 2)),
     ('{"op":"close","interval":3,"ts":4}', CloseInterval(3, 4)),
     ('{"op":"void","trade":"t1","ts":4}', Void("t1", 4)),
+    ('{"op":"prune","interval":3,"ts":5}', Prune(3, 5)),
     (
         '{"op":"offer","id":"f","owner":"h2","w":3000,"start":10,"end":106,'
         '"tiers":[[1,10],[4,35]],"ts":5}',
@@ -84,6 +89,11 @@ BAD = [
     ({"op": "reference_price", "price": -1, "ts": 1}, "price", "must be a non-negative integer"),
     ({"op": "close", "interval": 1.5, "ts": 1}, "interval", "must be a non-negative integer"),
     ({"op": "void", "trade": "", "ts": 1}, "trade", "must be a non-empty string"),
+    ({"op": "prune", "interval": -1, "ts": 1}, "interval", "must be a non-negative integer"),
+    ({"op": "prune", "interval": True, "ts": 1}, "interval", "must be a non-negative integer"),
+    ({"op": "prune", "interval": 0, "ts": "1"}, "ts", "must be a non-negative integer"),
+    ({"op": "prune", "ts": 1}, "interval", "is missing"),
+    ({"op": "prune", "interval": 0, "ts": 1, "id": "x"}, "id", "is not a field of this op"),
     (
         {
             "op": "offer",
@@ -153,6 +163,10 @@ def test_lines_that_are_not_json_objects(line, words):
     assert words in str(err.value)
 
 
+CLOSE_0 = {"op": "close", "interval": 0, "ts": 1}
+PRUNE_0 = {"op": "prune", "interval": 0, "ts": 2}
+
+
 @pytest.mark.parametrize(
     ("lines", "line", "field"),
     [
@@ -165,6 +179,9 @@ def test_lines_that_are_not_json_objects(line, words):
             2,
             "interval",
         ),
+        ([ORDER, {"op": "prune", "interval": 0, "ts": 1}], 2, "interval"),  # 0 is open
+        ([CLOSE_0, PRUNE_0, PRUNE_0], 3, "interval"),  # already pruned through 0
+        ([CLOSE_0, PRUNE_0, ORDER], 3, "interval"),  # interval 0 is pruned
     ],
 )
 def test_events_the_engine_refuses_name_their_line(lines, line, field):
@@ -203,3 +220,14 @@ def test_replay_log_can_continue_a_restored_engine():
     restored = Engine.restore(engine.snapshot())
     [(_, trades)] = list(replay_log(second, engine=restored))
     assert [t.sell for t in trades] == ["s1"]
+
+
+def test_prune_is_checked_like_close_through_the_python_api():
+    e = Engine()
+    for event, field in ((Prune(-1, 0), "interval"), (Prune(0, -1), "ts")):
+        with pytest.raises(InvalidEvent) as err:
+            e.submit(event)
+        assert err.value.field == field
+    assert validate_event(Prune(0, 0)) is None
+    assert event_to_dict(Prune(2, 9)) == {"op": "prune", "interval": 2, "ts": 9}
+    assert encode_event(Prune(2, 9)) == '{"interval":2,"op":"prune","ts":9}'

@@ -30,6 +30,7 @@ from edge.market import (
     MarketParams,
     Offer,
     Order,
+    Prune,
     ReferencePrice,
     Reserve,
     Void,
@@ -62,13 +63,14 @@ REPLAY = textwrap.dedent(
 
 def busy_log(seed: int, params: MarketParams, n: int = 1500) -> list[Event]:
     """A valid log exercising every rule: three intervals, self-trades, cancels, reference-price
-    swings, voids of earlier trades, interval closes, offers and reservations. (Which trades
-    exist to be voided depends on ``params``.)"""
+    swings, voids of earlier trades, interval closes and prunes, offers and reservations. (Which
+    trades exist to be voided depends on ``params``.)"""
     rng = random.Random(seed)
     engine = Engine(params=params)  # to know which trades exist, for voids
     events: list[Event] = []
     ids: list[str] = []
     open_intervals = [0, 1, 2]
+    closed: list[int] = []
     voided: set[str] = set()
     for ts in range(n):
         roll = rng.random()
@@ -97,7 +99,10 @@ def busy_log(seed: int, params: MarketParams, n: int = 1500) -> list[Event]:
             voided.add(trade)
             event = Void(trade, ts)
         elif roll < 0.97 and len(open_intervals) > 1:
-            event = CloseInterval(open_intervals.pop(0), ts)
+            closed.append(open_intervals.pop(0))
+            event = CloseInterval(closed[-1], ts)
+        elif roll < 0.975 and closed and closed[-1] != engine.pruned_through:
+            event = Prune(closed[-1], ts)
         elif roll < 0.985:
             tiers = ((2, 10), (3, 18))
             event = Offer(f"f{ts}", f"h{rng.randrange(12)}", 500, 0, 40, tiers, ts)
@@ -106,6 +111,8 @@ def busy_log(seed: int, params: MarketParams, n: int = 1500) -> list[Event]:
             event = Reserve(f"r{ts}", f"h{rng.randrange(12)}", 200, rng.randrange(30), slots, 9, ts)
         engine.submit(event)
         events.append(event)
+        if type(event) is Prune:  # cancels name only the orders the engine keeps
+            ids = [oid for oid in ids if engine.order(oid) is not None]
     return events
 
 

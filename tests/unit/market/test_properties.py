@@ -7,6 +7,7 @@ without a bound on matches. The other properties are stated on the engine alone.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +21,7 @@ from edge.market import (
     InvalidEvent,
     MarketParams,
     Order,
+    Prune,
     ReferencePrice,
     Void,
     replay,
@@ -31,7 +33,7 @@ OWNERS = ["ann", "ben", "cat", "dan"]
 
 @st.composite
 def an_event(draw: st.DrawFn) -> Any:
-    """Mostly orders; now and then a cancel, a reference price, a close or a void."""
+    """Mostly orders; now and then a cancel, a reference price, a close, a prune or a void."""
     roll = draw(st.integers(0, 99))
     if roll < 70:
         return Order(
@@ -49,6 +51,8 @@ def an_event(draw: st.DrawFn) -> Any:
         return ReferencePrice(draw(st.sampled_from([0, 9, 11, 13, 14])), 0)
     if roll < 91:
         return CloseInterval(draw(st.integers(0, 2)), 0)
+    if roll < 93:
+        return Prune(draw(st.integers(0, 2)), 0)
     return Void(f"t{draw(st.integers(1, 12))}", 0)
 
 
@@ -77,6 +81,32 @@ def a_busy_event(draw: st.DrawFn) -> Any:
 
 
 busy_events = st.lists(a_busy_event(), min_size=5, max_size=80)
+
+
+@st.composite
+def a_pruning_event(draw: st.DrawFn) -> Any:
+    """Orders over three intervals, with closes and prunes (and voids, cancels) often."""
+    kind = draw(st.sampled_from(["order"] * 6 + ["close"] * 2 + ["prune", "void", "cancel"]))
+    if kind == "order":
+        return Order(
+            "",
+            draw(st.sampled_from(OWNERS[:3])),
+            draw(st.sampled_from(["buy", "sell"])),
+            draw(st.integers(1, 20)),
+            draw(st.integers(9, 12)),
+            0,
+            draw(st.integers(0, 2)),
+        )
+    if kind == "close":
+        return CloseInterval(draw(st.integers(0, 2)), 0)
+    if kind == "prune":
+        return Prune(draw(st.integers(0, 2)), 0)
+    if kind == "cancel":
+        return Cancel(f"o{draw(st.integers(1, 25))}", 0)
+    return Void(draw(st.sampled_from([f"t{n}" for n in range(1, 13)])), 0)
+
+
+pruning_events = st.lists(a_pruning_event(), min_size=30, max_size=80)
 params = st.builds(
     MarketParams,
     policy=st.sampled_from(["price-time", "value-time"]),
@@ -153,12 +183,50 @@ def test_engine_agrees_with_the_brute_force_model(raw, p):
         state = engine.order(oid)
         assert state is not None
         assert (state.remaining, state.status) == (mo.rem, mo.status), oid
+    # What a prune forgot, the engine forgot too: same kept orders, trades, voids and closes.
+    assert len(json.loads(engine.snapshot())["orders"]) == len(model.orders)
+    assert [t.to_dict() for t in engine.trades()] == model.trades
+    assert engine.trade_count == model.trade_count
+    assert {t.id for t in engine.trades() if engine.is_voided(t.id)} == model.voided
+    assert engine.closed_intervals() == sorted(model.closed)
 
 
 @SETTINGS
 @given(busy_events, params)
 def test_engine_agrees_with_the_model_through_reference_swings_and_voids(raw, p):
     test_engine_agrees_with_the_brute_force_model.hypothesis.inner_test(raw, p)
+
+
+@SETTINGS
+@given(pruning_events, params)
+def test_engine_agrees_with_the_model_through_closes_and_prunes(raw, p):
+    test_engine_agrees_with_the_brute_force_model.hypothesis.inner_test(raw, p)
+
+
+@SETTINGS
+@given(pruning_events, params, st.data())
+def test_snapshot_then_suffix_equals_the_whole_through_prunes(raw, p, data):
+    test_snapshot_then_suffix_equals_the_whole.hypothesis.inner_test(raw, p, data)
+
+
+@SETTINGS
+@given(pruning_events, params)
+def test_a_prune_leaves_nothing_of_its_intervals(raw, p):
+    engine = Engine(params=p)
+    for ev in number(raw):
+        try:
+            engine.submit(ev)
+        except InvalidEvent:
+            continue
+        k = engine.pruned_through
+        if k is None:
+            continue
+        snap = json.loads(engine.snapshot())
+        assert all(row[6] > k for row in snap["orders"])
+        assert all(t.interval > k for t in engine.trades())
+        assert all(i > k for i in engine.closed_intervals())
+        assert len(engine._trades) + engine._tbase == engine.trade_count
+        assert not engine._trades or engine._trades[0] is not None
 
 
 @SETTINGS

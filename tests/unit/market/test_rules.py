@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from edge.market import (
@@ -11,6 +13,7 @@ from edge.market import (
     InvalidEvent,
     MarketParams,
     Order,
+    Prune,
     ReferencePrice,
     Trade,
     Void,
@@ -292,3 +295,209 @@ def test_trade_ids_count_on_past_each_thousand_and_across_a_restore(policy):
     e = Engine.restore(e.snapshot().replace(b'"trade_seq":10003', b'"trade_seq":999998'))
     more = [t for n in range(4) for t in e.submit(Order(f"c{n}", "c", "buy", 1, 10, n))]
     assert [t.id for t in more] == ["t999999", "t1000000", "t1000001", "t1000002"]
+
+
+# A version-1 snapshot, as the engine wrote it before prunes existed (commit d37429b): interval 0
+# closed after a void, an open sell in interval 1.
+SNAPSHOT_V1 = (
+    b'{"closed":[0],"format":"ngrid-market-snapshot","offers":[],"order_seq":3,"orders":'
+    b'[["s1","a","sell",10,10,1,0,1,10,"expired",["b1"]],["b1","b","buy",4,11,2,0,2,4,"expired",'
+    b'["s1"]],["s2","a","sell",5,12,3,1,3,5,"open",[]]],"params":{"max_matches":null,"policy":'
+    b'"price-time"},"reference_price":0,"requests":[],"reservation_seq":0,"reservations":[],'
+    b'"trade_seq":1,"trades":[{"buy":"b1","buyer":"b","id":"t1","interval":0,"maker":"sell",'
+    b'"price":10,"sell":"s1","seller":"a","ts":2,"wh":4}],"version":1,"voided":["t1"]}'
+)
+
+
+def three_intervals() -> Engine:
+    """Trades interleaved across intervals 0, 1 and 2: t1 (0), t2 (1), t3 (0), t4 (2), t5 (1),
+    t6 (0), each filling both its orders; t3 voided; intervals 0 and 1 closed, 2 open with a
+    resting sell."""
+    e = Engine()
+    for n, interval in enumerate([0, 1, 0, 2, 1, 0], start=1):
+        e.submit(Order(f"s{n}", "a", "sell", 5, 10, ts=n, interval=interval))
+        [t] = e.submit(Order(f"b{n}", "b", "buy", 5, 10, ts=n, interval=interval))
+        assert (t.id, t.interval) == (f"t{n}", interval)
+    e.submit(Order("rest", "c", "sell", 10, 12, ts=7, interval=2))
+    assert e.submit(Void("t3", ts=8)) == []
+    e.submit(CloseInterval(0, ts=9))
+    e.submit(CloseInterval(1, ts=10))
+    return e
+
+
+def refused(e: Engine, event: object) -> InvalidEvent:
+    """The error ``event`` is refused with; the engine must be unchanged by it."""
+    before = e.snapshot()
+    with pytest.raises(InvalidEvent) as err:
+        e.check(event)  # type: ignore[arg-type]
+    with pytest.raises(InvalidEvent) as again:
+        e.submit(event)  # type: ignore[arg-type]
+    assert (again.value.field, again.value.reason) == (err.value.field, err.value.reason)
+    assert e.snapshot() == before
+    return again.value
+
+
+def test_prune_forgets_the_orders_trades_and_voids_of_closed_intervals():
+    e = three_intervals()
+    assert e.pruned_through is None
+    assert e.submit(Prune(0, ts=11)) == []
+    assert e.pruned_through == 0
+    assert [t.id for t in e.trades()] == ["t2", "t4", "t5"]  # kept, in execution order
+    assert e.trade("t1") is e.trade("t3") is e.trade("t6") is None
+    assert e.trade("t2") is not None and e.trade("t2").interval == 1
+    assert not e.is_voided("t3")
+    assert e.order("s1") is e.order("b3") is e.order("s6") is None
+    assert e.order("s2").status == "filled" and e.order("b5").status == "filled"
+    assert e.trade_count == 6
+    assert e.closed_intervals() == [1] and e.open_intervals() == [2]
+    e.submit(Prune(1, ts=12))
+    assert e.pruned_through == 1
+    assert [t.id for t in e.trades()] == ["t4"]
+    assert e.closed_intervals() == []
+    assert ids(e, "sell", 2) == ["rest"]
+    snap = json.loads(e.snapshot())
+    assert snap["pruned_through"] == 1 and snap["version"] == 2
+    assert [row[0] for row in snap["orders"]] == ["s4", "b4", "rest"]
+    assert [t["id"] for t in snap["trades"]] == ["t4"] and snap["voided"] == []
+    assert snap["trade_seq"] == 6 and snap["order_seq"] == 13
+
+
+def test_prune_refusals_change_nothing():
+    e = three_intervals()
+    err = refused(e, Prune(2, ts=11))  # interval 2 has an open book
+    assert (err.field, err.reason) == ("interval", "interval 2 is not closed")
+    assert e.pruned_through is None
+    e.submit(Order("late", "d", "buy", 1, 1, ts=11, interval=3))
+    err = refused(e, Prune(5, ts=11))  # 2 and 3 are open: the first is named
+    assert err.reason == "interval 2 is not closed"
+    e.submit(Prune(1, ts=12))
+    for k in (0, 1):
+        err = refused(e, Prune(k, ts=13))
+        assert (err.field, err.reason) == ("interval", "already pruned through 1")
+
+
+def test_events_naming_a_pruned_interval_order_or_trade_are_refused():
+    e = three_intervals()
+    e.submit(Prune(1, ts=11))
+    for interval in (0, 1):
+        for event in (
+            Order("new", "d", "buy", 5, 10, ts=12, interval=interval),
+            CloseInterval(interval, ts=12),
+        ):
+            err = refused(e, event)
+            assert (err.field, err.reason) == ("interval", f"interval {interval} is pruned")
+    for oid in ("s1", "b2", "s6"):
+        err = refused(e, Cancel(oid, ts=12))
+        assert (err.field, err.reason) == ("id", f"no order or offer {oid!r}")
+    for tid in ("t1", "t3", "t5"):
+        err = refused(e, Void(tid, ts=12))
+        assert (err.field, err.reason) == ("trade", f"trade {tid!r} is pruned")
+    for tid in ("t7", "t0", "t04"):  # never made (or not a trade id): as before
+        assert refused(e, Void(tid, ts=12)).reason == f"no trade {tid!r}"
+    # Intervals above the watermark go on as usual; a forgotten order's id is free again.
+    assert e.submit(Order("s1", "d", "buy", 5, 12, ts=13, interval=2))[0].sell == "rest"
+    e.submit(CloseInterval(7, ts=14))  # an interval never seen may still be closed, and pruned
+    assert e.closed_intervals() == [7]
+
+
+def test_trade_ids_go_on_after_a_prune_and_a_kept_trade_can_still_be_voided():
+    e = Engine()
+    e.submit(Order("s1", "a", "sell", 10, 10, ts=1, interval=1))
+    e.submit(Order("s2", "c", "sell", 10, 10, ts=2, interval=1))
+    [t1] = e.submit(Order("b1", "b", "buy", 10, 10, ts=3, interval=1))  # fills s1
+    e.submit(Order("x1", "a", "sell", 5, 10, ts=4, interval=0))
+    [t2] = e.submit(Order("y1", "b", "buy", 5, 10, ts=5, interval=0))
+    e.submit(CloseInterval(0, ts=6))
+    e.submit(Prune(0, ts=7))
+    assert e.trade(t2.id) is None and e.trade(t1.id) == t1
+    assert e._trades == [t1, None]  # a hole where the forgotten t2 was, after the kept t1
+    # The void of t1 gives b1 its 10 Wh back; it takes them from s2 as trade t3.
+    [t3] = e.submit(Void(t1.id, ts=8))
+    assert (t3.id, t3.buy, t3.sell) == ("t3", "b1", "s2")
+    assert e.is_voided("t1") and e.trade("t3") == t3 and e.trade_count == 3
+    assert [t.id for t in e.trades()] == ["t1", "t3"]
+    restored = Engine.restore(e.snapshot())
+    assert restored.snapshot() == e.snapshot()
+    assert restored._trades == e._trades and restored._tbase == e._tbase == 0
+    e.submit(Order("s3", "a", "sell", 5, 10, ts=9, interval=1))
+    restored.submit(Order("s3", "a", "sell", 5, 10, ts=9, interval=1))
+    last = [Order("b9", "d", "buy", 5, 10, ts=10, interval=1)]
+    assert e.submit(last[0]) == restored.submit(last[0]) != []
+    assert e.snapshot() == restored.snapshot()
+
+
+def test_prune_releases_the_forgotten_orders_and_trades():
+    e = Engine()
+    for interval in range(50):
+        for n in range(20):
+            e.submit(Order(f"s{interval}.{n}", "a", "sell", 10, 10, ts=n, interval=interval))
+            e.submit(Order(f"b{interval}.{n}", "b", "buy", 10, 10, ts=n, interval=interval))
+        if interval < 49:
+            e.submit(CloseInterval(interval, ts=100))
+    assert (len(e._orders), len(e._trades), e.trade_count) == (2000, 1000, 1000)
+    big = len(e.snapshot())
+    e.submit(Prune(48, ts=101))
+    assert (len(e._orders), len(e._trades), e._tbase) == (40, 20, 980)
+    assert e._trades[0] is not None and e._trades[0].id == "t981"  # leading holes trimmed
+    assert len(e.trades()) == 20 and e.trade_count == 1000
+    assert len(e.snapshot()) * 20 < big
+    assert len(e.closed_intervals()) == 0
+
+
+def test_replay_returns_every_trade_a_log_with_prunes_made():
+    events = [
+        Order("s1", "a", "sell", 10, 10, ts=1, interval=0),
+        Order("b1", "b", "buy", 4, 10, ts=2, interval=0),
+        Order("s2", "a", "sell", 10, 10, ts=3, interval=1),
+        CloseInterval(0, ts=4),
+        Order("b2", "b", "buy", 3, 10, ts=5, interval=1),
+        Prune(0, ts=6),
+        Order("b3", "b", "buy", 2, 10, ts=7, interval=1),
+        CloseInterval(1, ts=8),
+        Prune(1, ts=9),
+        Order("s1", "a", "sell", 1, 10, ts=10, interval=2),  # s1's id is free again
+        Order("b1", "b", "buy", 1, 10, ts=11, interval=2),
+    ]
+    e = Engine()
+    want = [t for ev in events for t in e.submit(ev)]
+    assert [t.id for t in want] == ["t1", "t2", "t3", "t4"]
+    assert replay(events) == want
+    assert e.trades() == want[-1:]
+    assert replay(events[:5]) == want[:2]  # no prune: the engine's own list
+
+
+def test_a_version_1_snapshot_still_restores():
+    e = Engine.restore(SNAPSHOT_V1)
+    assert e.pruned_through is None and e.is_voided("t1") and e.trade("t1").wh == 4
+    snap = json.loads(e.snapshot())
+    assert snap["version"] == 2 and snap["pruned_through"] is None
+    v1 = json.loads(SNAPSHOT_V1)
+    assert {k: v for k, v in snap.items() if k not in ("version", "pruned_through")} == {
+        k: v for k, v in v1.items() if k != "version"
+    }
+    e.submit(CloseInterval(1, ts=6))
+    e.submit(Prune(1, ts=7))
+    assert e.trades() == [] and e.trade_count == 1
+    assert e.submit(Order("s", "a", "sell", 1, 1, ts=8, interval=2)) == []
+    [t] = e.submit(Order("b", "b", "buy", 1, 1, ts=9, interval=2))
+    assert t.id == "t2"
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"version": 3},
+        {"version": True},
+        {"pruned_through": -1},
+        {"pruned_through": "0"},
+        {"trade_seq": 0},  # a kept trade beyond the count
+    ],
+)
+def test_a_bad_version_2_snapshot_is_refused(patch):
+    good = json.loads(Engine.restore(SNAPSHOT_V1).snapshot())
+    with pytest.raises(InvalidEvent) as err:
+        Engine.restore(json.dumps(good | patch).encode())
+    assert err.value.reason.startswith("bad snapshot")
+    without = {k: v for k, v in good.items() if k != "pruned_through"}
+    with pytest.raises(InvalidEvent):
+        Engine.restore(json.dumps(without).encode())
