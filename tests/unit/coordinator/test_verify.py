@@ -17,6 +17,7 @@ from coordinator.verify import (
     verify_chain,
 )
 from edge.batch import Batch, batch_hash, decode_batch, encode_batch
+from edge.market import CloseInterval, Engine, Prune
 from edge.market import settle as market_settle
 from tests.unit.coordinator.pipeline import GatewaySim, make_record, reseal, resign
 
@@ -406,3 +407,60 @@ def test_a_threshold_below_the_reserve_is_named() -> None:
 
 def test_an_empty_chain_state_is_the_genesis() -> None:
     assert ChainState().seq == 0 and ChainState().hash == bytes(32)
+
+
+# ---------------------------------------------------------------------- pruned intervals
+
+
+def closed_and_pruned(sim: GatewaySim, interval: int = 0) -> None:
+    """Log what a gateway logs once an interval is over: its close, then its prune."""
+    sim.ts += 1
+    sim.event(CloseInterval(interval, sim.ts))
+    sim.event(Prune(interval, sim.ts))
+
+
+def test_a_prune_after_its_trades_are_settled_or_voided_is_accepted() -> None:
+    sim = GatewaySim(gateway="gw-p")
+    t1, t2 = sim.pair(), sim.pair()
+    sim.void(t2.id)
+    history = MemoryHistory()
+    assert run(sim.seal(settle_ids=[t1.id]), registry(sim), history).verdict == "accepted"
+    closed_and_pruned(sim)
+    result = run(sim.seal(settle_ids=[]), registry(sim), history)
+    assert result.verdict == "accepted" and not result.failures
+    assert result.state is not None and result.state.open_trades == frozenset()
+    assert result.state.engine is not None
+    kept = Engine.restore(result.state.engine)  # what the coordinator keeps has forgotten t1
+    assert kept.trade(t1.id) is None and kept.pruned_through == 0
+
+
+def test_a_void_and_a_prune_in_one_slice_leave_nothing_open() -> None:
+    sim = GatewaySim(gateway="gw-p")
+    t1 = sim.pair()
+    history = MemoryHistory()
+    first = run(sim.seal(settle_ids=[]), registry(sim), history)
+    assert first.state is not None and first.state.open_trades == {t1.id}
+    sim.void(t1.id)
+    closed_and_pruned(sim)  # the prune forgets t1's void mark with t1
+    result = run(sim.seal(settle_ids=[]), registry(sim), history)
+    assert result.verdict == "accepted" and not result.failures
+    assert result.state is not None and result.state.open_trades == frozenset()
+
+
+def test_a_prune_of_an_open_trade_is_named() -> None:
+    sim = GatewaySim(gateway="gw-p")
+    t1 = sim.pair()
+    history = MemoryHistory()
+    assert run(sim.seal(settle_ids=[]), registry(sim), history).verdict == "accepted"
+    closed_and_pruned(sim)  # t1 is neither settled nor voided
+    result = run(sim.seal(settle_ids=[]), registry(sim), history)
+    assert failing(result) == {"replay.pruned"}
+    assert [f.trade for f in result.failures] == [t1.id]
+
+
+def test_settling_a_trade_the_same_slice_pruned_is_named() -> None:
+    sim = GatewaySim(gateway="gw-p")
+    t1 = sim.pair()
+    closed_and_pruned(sim)
+    result = run(sim.seal(settle_ids=[t1.id]), registry(sim))
+    assert failing(result) == {"replay.pruned"}
