@@ -7,7 +7,7 @@ answers are JSON; integers only (Wh, ticks per kWh, µticks, ms). Errors answer
 ========  ======================  ========================================================
 POST      /v1/orders              ``{"side","wh","price","interval"?}`` -> 201 ``{"id",...}``
 DELETE    /v1/orders/{id}         cancel the unfilled rest -> 200
-GET       /v1/orders              the home's orders and their state
+GET       /v1/orders              the home's orders (intervals not yet pruned), their state
 GET       /v1/trades              settled trades (ledger) and trades awaiting their lock
 GET       /v1/meter               the home's meter: capacity, reserve, locks, last telemetry
 GET       /v1/statement           totals: bought, sold, paid, received, yield, carbon

@@ -146,6 +146,7 @@ class GatewayConfig:
     signing_key: Path
     ledger_path: Path
     orderlog_path: Path
+    snapshot_records: int = 10_000  # save an engine snapshot after this many new log records
     log_level: str
     mqtt: MqttConfig
     api: ApiConfig
@@ -261,6 +262,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> GatewayConfig:
     led = root.table("ledger")
     ledger_path = _path(base, led.text("path", str(data_dir / "ledger.sqlite3")))
     orderlog_path = _path(base, led.text("orderlog", str(ledger_path.parent / "orderlog.jsonl")))
+    snapshot_records = led.integer("snapshot_records", 10_000, lo=1)
     led.done()
 
     ap = root.table("api")
@@ -353,6 +355,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> GatewayConfig:
         signing_key=signing_key,
         ledger_path=ledger_path,
         orderlog_path=orderlog_path,
+        snapshot_records=snapshot_records,
         log_level=log_level,
         mqtt=mqtt,
         api=api,

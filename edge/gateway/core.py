@@ -11,6 +11,7 @@ parameter, and returns the effects the shell must perform, in order:
 - :class:`Settle`: one ledger transaction with a trade's settlement records.
 - :class:`Deliver`: one ledger transaction with a lock's delivery outcome.
 - :class:`Seal`: close a settlement batch now.
+- :class:`SaveSnapshot`: keep an engine snapshot for a faster restart (one ledger write).
 - :class:`Note`: a structured log line.
 
 No clock, randomness or I/O: the shell (edge.gateway.service) supplies time and performs effects;
@@ -48,6 +49,12 @@ Rules (docs/gateway.md):
   ``max_age_s``, the export counter's rise since settlement decides instead (shared among the
   meter's locks of that interval in settlement order) and the lock is released.
 - At each interval start, standing policies place orders for the new interval.
+- Pruning (docs/gateway.md, "Memory"): once every trade of the closed intervals up to ``k`` is
+  voided, or settled and sealed in a batch, the core logs ``Prune(k)`` (edge.market) so the engine
+  forgets those intervals' orders and trades, drops them from each home's order list and saves
+  a snapshot. The prune lands in a later batch than any trade it forgets, so the coordinator's
+  replay still has every trade it checks. A snapshot is also saved once the log has grown by
+  ``snapshot_records`` since the last one, so a restart replays a bounded tail of the log.
 - On restart (:meth:`GatewayCore.restore`) every trade of the replayed log that the ledger has not
   settled is voided (reason ``restart``), and a release is sent to its meter.
 """
@@ -55,7 +62,7 @@ Rules (docs/gateway.md):
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -69,6 +76,7 @@ from edge.market import (
     Event,
     InvalidEvent,
     Order,
+    Prune,
     ReferencePrice,
     Trade,
     Void,
@@ -82,11 +90,13 @@ __all__ = [
     "Append",
     "Deliver",
     "GatewayCore",
+    "LogNotKept",
     "MeterCodec",
     "Note",
     "OrderRejected",
     "Prove",
     "Publish",
+    "SaveSnapshot",
     "Seal",
     "Settle",
     "Snapshot",
@@ -211,12 +221,22 @@ class Seal:
 
 
 @dataclass(frozen=True)
+class SaveSnapshot:
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True)
 class Note:
     event: str
     fields: Mapping[str, Any] = field(default_factory=dict)
 
 
-Effect = Append | Prove | Publish | Settle | Deliver | Seal | Note
+Effect = Append | Prove | Publish | Settle | Deliver | Seal | SaveSnapshot | Note
+
+
+class LogNotKept(GatewayError):
+    """:meth:`GatewayCore.restore` needs order-log records before the first one it was given
+    (the snapshot it was told to start from cannot be used); the shell reloads the whole log."""
 
 
 class OrderRejected(GatewayError, ValueError):
@@ -325,6 +345,10 @@ class GatewayCore:
         self.voids: Counter[str] = Counter()
         self.interval = now // self.interval_ms
         self.settled_since_batch = 0
+        # Settled trades not yet sealed in a batch (trade -> interval): they hold back a prune.
+        self.unbatched: dict[str, int] = {}
+        self._prune_due = False  # something happened that may let an interval be pruned
+        self._snapshot_seq = 0  # the log position of the last engine snapshot saved
         self.last_batch_at = now
         self.batched_log_seq = 0
         # A seal is outstanding (emitted or begun, not yet recorded): no second Seal effect.
@@ -352,23 +376,29 @@ class GatewayCore:
         settled: set[str],
         locks: Iterable[Any],
         batched_log_seq: int,
-        unbatched: int,
+        unbatched: Collection[str],
         now: int,
         last_seq: Mapping[tuple[str, str], int] | None = None,
         snapshot: Snapshot | None = None,
+        log_base: int = 0,
     ) -> tuple[GatewayCore, list[Effect]]:
         """Rebuild the state from the order log and the ledger; return it with the effects of
         the restart rule (void every unsettled, unvoided trade; release its meter).
 
-        ``last_seq`` is the highest accepted seq per (meter, topic leaf) as last saved, so that
-        old messages stay refused as replays after a restart. ``snapshot`` (from
-        :meth:`snapshot`) lets the engine start from its state instead of the log's beginning;
-        it is ignored if the log does not reach it or the market parameters changed."""
+        ``log`` holds order-log records ``log_base + 1`` onwards (all of them by default);
+        ``unbatched`` the ids of settled trades not yet in a batch. ``last_seq`` is the highest
+        accepted seq per (meter, topic leaf) as last saved, so that old messages stay refused as
+        replays after a restart. ``snapshot`` (from :meth:`snapshot`) lets the engine start from
+        its state instead of the log's beginning; it is ignored if ``log`` does not reach it or
+        the market parameters changed, and then, if ``log`` does not start at record 1,
+        :class:`LogNotKept` is raised. A log record the engine refuses raises
+        :class:`~edge.errors.GatewayError`."""
         core = cls(config=config, codec=codec, now=now)
         core.last_seq.update(last_seq or {})
         core.batched_log_seq = batched_log_seq
+        log_last = log_base + len(log)
         start = 0
-        if snapshot is not None and snapshot.log_seq <= len(log):
+        if snapshot is not None and log_base <= snapshot.log_seq <= log_last:
             # A snapshot is used only if the log on disk reaches it (the two are written by
             # different threads); otherwise the whole log is replayed.
             engine = Engine.restore(snapshot.engine)
@@ -376,8 +406,13 @@ class GatewayCore:
                 core.engine = engine
                 core.home_orders = {h: list(ids) for h, ids in snapshot.home_orders.items()}
                 start = snapshot.log_seq
-        core.replayed_from = start
-        for n, record in enumerate(log[start:], start=start + 1):
+        if start < log_base:
+            raise LogNotKept(
+                f"the order log is kept from record {log_base + 1}, "
+                f"the replay starts at {start + 1}"
+            )
+        core.replayed_from = core._snapshot_seq = start
+        for n, record in enumerate(log[start - log_base :], start=start + 1):
             body = {k: v for k, v in record.items() if k != "seq"}
             try:
                 event = parse_event(body, n)
@@ -386,7 +421,9 @@ class GatewayCore:
                 raise GatewayError(f"order log line {n} does not replay: {err}") from err
             if isinstance(event, Order):
                 core.home_orders.setdefault(event.owner, []).append(event.id)
-        core.log_seq = len(log)
+            elif isinstance(event, Prune):
+                core._forget_pruned_orders()
+        core.log_seq = log_last
         for lock in locks:
             core.locks[lock.trade] = _Lock(
                 trade=lock.trade,
@@ -404,7 +441,12 @@ class GatewayCore:
             if meter is not None:
                 core._release(meter, trade.id, now, out)
             core._void(trade.id, "restart", now, out)
-        core.settled_since_batch = unbatched
+        for trade_id in unbatched:
+            kept = core.engine.trade(trade_id)
+            if kept is not None:
+                core.unbatched[trade_id] = kept.interval
+        core.settled_since_batch = len(unbatched)
+        core._prune_due = True
         return core, out
 
     def snapshot(self) -> Snapshot:
@@ -733,6 +775,7 @@ class GatewayCore:
         p = self.pending.pop(trade_id, None)
         if p is not None:
             self._forget_lock(p.meter.id, trade_id)
+            self._prune_due = True
         self.voids[reason] += 1
         out.append(Note("voided", {"trade": trade_id, "reason": reason}))
         trades = self._log(Void(trade_id, now), out)
@@ -792,6 +835,7 @@ class GatewayCore:
             export_start_wh=export_start,
         )
         out.append(Settle(record, export_start))
+        self.unbatched[t.id] = t.interval
         out.append(Note("settled", {"trade": t.id, "wh": t.wh, "value": record.value}))
         self.settled_since_batch += 1
         if self.settled_since_batch >= self.config.batch.max_trades and not self.sealing:
@@ -992,6 +1036,12 @@ class GatewayCore:
         for interval in self.engine.open_intervals():
             if interval < current:
                 self._log(CloseInterval(interval, now), out)
+                self._prune_due = True
+        if self._prune_due:
+            self._prune_due = False
+            self._prune(now, out)
+        if self.log_seq - self._snapshot_seq >= self.config.snapshot_records:
+            self._save_snapshot(out)
         if current != self.interval:
             self.interval = current
             self._policies(now, out)
@@ -1007,6 +1057,45 @@ class GatewayCore:
                 out.append(Seal("every_s"))
         return out
 
+    def prunable(self) -> int | None:
+        """The highest closed interval ``k`` that :meth:`tick` may prune now, or None: every
+        interval up to ``k`` is closed (no open book) and none of its trades is pending or
+        settled but not yet sealed in a batch."""
+        closed = self.engine.closed_intervals()
+        if not closed:
+            return None
+        limit = closed[-1]
+        open_books = self.engine.open_intervals()
+        if open_books:
+            limit = min(limit, open_books[0] - 1)
+        for p in self.pending.values():
+            limit = min(limit, p.trade.interval - 1)
+        for interval in self.unbatched.values():
+            limit = min(limit, interval - 1)
+        kept = [k for k in closed if k <= limit]
+        return kept[-1] if kept else None
+
+    def _prune(self, now: int, out: list[Effect]) -> None:
+        k = self.prunable()
+        if k is None:
+            return
+        self._log(Prune(k, now), out)
+        self._forget_pruned_orders()
+        out.append(Note("pruned", {"through": k, "log_seq": self.log_seq}))
+        self._save_snapshot(out)
+
+    def _save_snapshot(self, out: list[Effect]) -> None:
+        """Save the engine's state now (after a prune it is at its smallest)."""
+        self._snapshot_seq = self.log_seq
+        out.append(SaveSnapshot(self.snapshot()))
+
+    def _forget_pruned_orders(self) -> None:
+        """Drop orders the engine has forgotten from each home's list (and homes left with
+        none)."""
+        order = self.engine.order
+        kept = {h: [o for o in ids if order(o) is not None] for h, ids in self.home_orders.items()}
+        self.home_orders = {h: ids for h, ids in kept.items() if ids}
+
     def begin_seal(self) -> int:
         """The shell starts sealing: mark a seal outstanding (so neither :meth:`tick` nor a
         settlement emits another :class:`Seal`) and return the batch's first log seq, the one
@@ -1015,11 +1104,15 @@ class GatewayCore:
         self.sealing = True
         return self.batched_log_seq + 1
 
-    def batch_sealed(self, *, log_last: int, trades: int, now: int) -> None:
-        """The shell sealed a batch covering the log up to ``log_last`` with ``trades``
-        settled trades (trades settled while it was sealing count towards the next one)."""
+    def batch_sealed(self, *, log_last: int, trades: Collection[str], now: int) -> None:
+        """The shell sealed a batch covering the log up to ``log_last`` with the settled
+        trades ``trades`` (ids; trades settled while it was sealing count towards the next
+        one). Their intervals may now be pruned (at the next :meth:`tick`)."""
         self.batched_log_seq = log_last
-        self.settled_since_batch = max(0, self.settled_since_batch - trades)
+        self.settled_since_batch = max(0, self.settled_since_batch - len(trades))
+        for trade_id in trades:
+            self.unbatched.pop(trade_id, None)
+        self._prune_due = True
         self.last_batch_at = now
         self.sealing = False
 

@@ -47,10 +47,12 @@ from edge.gateway.core import (
     Deliver,
     Effect,
     GatewayCore,
+    LogNotKept,
     MeterCodec,
     Note,
     Prove,
     Publish,
+    SaveSnapshot,
     Seal,
     Settle,
     Snapshot,
@@ -203,24 +205,40 @@ class GatewayService:
         self.tick_s = tick_s
         self.handle_signals = handle_signals
         self.key = load_signing_key(config.signing_key)
-        self.orderlog = OrderLog(config.orderlog_path)
         self.ledger = Ledger(config.ledger_path)
         last = self.ledger.last_batch()
+        batched_log_seq = last.log_last if last else 0
         settled = self.ledger.settled_ids()
         unbatched, _ = self.ledger.unbatched()
+        snapshot = _snapshot(self.ledger.load_snapshot())
+        # Memory keeps the order log from the snapshot (the replay) or the last batch (the next
+        # batch's slice), whichever is earlier; if the snapshot turns out unusable, all of it.
+        keep_after = min(batched_log_seq, snapshot.log_seq) if snapshot else 0
+        self.orderlog = OrderLog(config.orderlog_path, keep_after=keep_after)
         now = self.clock()
-        self.core, restart = core_class.restore(
-            config=config,
-            codec=self.codec,
-            log=self.orderlog.records,
-            settled=settled,
-            locks=self.ledger.active_locks(),
-            batched_log_seq=last.log_last if last else 0,
-            unbatched=len(unbatched),
-            now=now,
-            last_seq=self.ledger.meter_seqs(),
-            snapshot=_snapshot(self.ledger.load_snapshot()),
-        )
+
+        def restore() -> tuple[GatewayCore, list[Effect]]:
+            return core_class.restore(
+                config=config,
+                codec=self.codec,
+                log=self.orderlog.records,
+                log_base=self.orderlog.base,
+                settled=settled,
+                locks=self.ledger.active_locks(),
+                batched_log_seq=batched_log_seq,
+                unbatched=[t.id for t in unbatched],
+                now=now,
+                last_seq=self.ledger.meter_seqs(),
+                snapshot=snapshot,
+            )
+
+        try:
+            self.core, restart = restore()
+        except LogNotKept:
+            self.orderlog.close()
+            self.orderlog = OrderLog(config.orderlog_path)
+            self.core, restart = restore()
+        self.orderlog.forget_through(min(batched_log_seq, self.orderlog.last_seq))
         self.outgoing: asyncio.Queue[_Outgoing] = asyncio.Queue()
         self._effect_queue: asyncio.Queue[tuple[list[Effect], asyncio.Future[None]]] = (
             asyncio.Queue()
@@ -355,6 +373,19 @@ class GatewayService:
                     )
                 elif isinstance(effect, Deliver):
                     self._ledger_write(self.ledger.record_delivery, effect.record)
+                elif isinstance(effect, SaveSnapshot):
+                    snap = effect.snapshot
+                    self._ledger_write(
+                        self.ledger.save_snapshot,
+                        snap.log_seq,
+                        snap.engine,
+                        {h: list(ids) for h, ids in snap.home_orders.items()},
+                    )
+                    # The engine has just pruned: forget the arrival times of orders it forgot.
+                    known = self.core.engine.order
+                    self.order_arrival = {
+                        o: t for o, t in self.order_arrival.items() if known(o) is not None
+                    }
                 elif isinstance(effect, Seal):
                     task = asyncio.create_task(self.seal(effect.reason))
                     self._background.add(task)
@@ -388,20 +419,12 @@ class GatewayService:
         and the seal recorded under the lock, so consecutive batches' log slices always join
         (``log_first`` = previous ``log_last`` + 1) however fast the clock runs. Call it
         directly for a seal on demand (it waits for a seal in progress, then seals what is
-        left). Also keeps an engine snapshot in the ledger, so a restart replays only the log
-        after it.
+        left). Once it is sealed, the batch's log records leave memory (the file keeps them).
         """
         async with self._seal_lock:
             first = self.core.begin_seal()
             now = self.clock()
             try:
-                snap = self.core.snapshot()
-                self._ledger_write(
-                    self.ledger.save_snapshot,
-                    snap.log_seq,
-                    snap.engine,
-                    {h: list(ids) for h, ids in snap.home_orders.items()},
-                )
                 sealed = await self.disk(self._seal_on_disk, first, now)
             except BaseException:
                 self.core.seal_skipped(now=now)
@@ -409,8 +432,9 @@ class GatewayService:
             if sealed is None:
                 self.core.seal_skipped(now=now)
                 return None
-            seq, last_seq, n_trades = sealed
-            self.core.batch_sealed(log_last=last_seq, trades=n_trades, now=now)
+            seq, last_seq, trade_ids = sealed
+            n_trades = len(trade_ids)
+            self.core.batch_sealed(log_last=last_seq, trades=trade_ids, now=now)
         self.outbox_wake.set()
         log.info(
             "batch_sealed",
@@ -420,7 +444,7 @@ class GatewayService:
         )
         return int(seq)
 
-    def _seal_on_disk(self, first: int, now: int) -> tuple[int, int, int] | None:
+    def _seal_on_disk(self, first: int, now: int) -> tuple[int, int, list[str]] | None:
         trades, deliveries = self.ledger.unbatched()
         last_seq = self.orderlog.last_seq
         if not trades and not deliveries and last_seq < first:
@@ -438,16 +462,19 @@ class GatewayService:
             log=self.orderlog.slice(first, last_seq),
             key=self.key,
         )
+        trade_ids = [t.id for t in trades]
         self.ledger.store_batch(
             seq=seq,
             hash=batch_hash(batch),
             created_ts=now,
             log_last=last_seq,
             body=encode_batch(batch),
-            trades=[t.id for t in trades],
+            trades=trade_ids,
             deliveries=[d.trade for d in deliveries],
         )
-        return seq, last_seq, len(trades)
+        # The batch holds these records now (and the file keeps them): memory need not.
+        self.orderlog.forget_through(last_seq)
+        return seq, last_seq, trade_ids
 
     # ------------------------------------------------------------------ observing
 

@@ -92,10 +92,11 @@ def toml_text(data: dict[str, Any]) -> str:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    config: GatewayConfig, *, clock: Any = None, tick_s: float = 0.05
+    config: GatewayConfig, *, clock: Any = None, tick_s: float = 0.05, **kwargs: Any
 ) -> AsyncIterator[GatewayService]:
-    """The service running in-process (``clock``: ms since the epoch, wall time by default)."""
-    extra = {} if clock is None else {"clock": clock}
+    """The service running in-process (``clock``: ms since the epoch, wall time by default;
+    ``kwargs`` go to :class:`GatewayService`)."""
+    extra = kwargs if clock is None else {"clock": clock, **kwargs}
     service = GatewayService(config=config, tick_s=tick_s, handle_signals=False, **extra)
     task = asyncio.create_task(service.run())
     async with asyncio.timeout(10):

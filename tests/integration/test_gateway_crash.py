@@ -75,8 +75,15 @@ async def test_kill_9_in_settlement_then_restart(
     mosquitto: Broker, topic_prefix: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    # Batches (and engine snapshots) every second, so the restart starts from a snapshot.
-    data = gateway_config(tmp_path, port=mosquitto.port, prefix=topic_prefix, batch={"every_s": 1})
+    # Batches every second and an engine snapshot at each tick that logged something, so the
+    # restart starts from a snapshot.
+    data = gateway_config(
+        tmp_path,
+        port=mosquitto.port,
+        prefix=topic_prefix,
+        batch={"every_s": 1},
+        ledger={"snapshot_records": 1},
+    )
     data["api"]["port"] = port
     config = tmp_path / "gateway.toml"
     config.write_text(toml_text(data))
@@ -94,7 +101,7 @@ async def test_kill_9_in_settlement_then_restart(
                 "POST", "/v1/orders", "alice", {"side": "sell", "wh": 5000, "price": 100}
             )
             assert status == 201
-            await asyncio.sleep(1.5)  # a batch is sealed with a snapshot after the sell
+            await asyncio.sleep(1.5)  # a snapshot is saved after the sell
             for _ in range(8):
                 status, _ = await api.call(
                     "POST", "/v1/orders", "bob", {"side": "buy", "wh": 100, "price": 300}

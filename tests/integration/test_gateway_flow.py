@@ -37,7 +37,7 @@ async def test_order_lock_ack_settlement(
         )
         assert status == 201 and buy["status"] == "filled"
         # The order is in the durable log before the API answered.
-        assert [r["id"] for r in gw.orderlog.records if r["op"] == "order"] == [
+        assert [r["id"] for r in gw.orderlog.read() if r["op"] == "order"] == [
             sell["id"],
             buy["id"],
         ]
@@ -101,7 +101,7 @@ async def test_lock_timeout_voids_and_restores(
         ]
         book = [o.id for o in gw.core.engine.book(gw.core.interval, "buy")]
         assert book == [buy["id"], later["id"]]  # original priority kept
-        assert any(r["op"] == "void" for r in gw.orderlog.records)
+        assert any(r["op"] == "void" for r in gw.orderlog.read())
         await eventually(lambda: any(c.get("cmd") == "release" for c in meter.commands))
         assert (await gw.disk(gw.ledger.totals))["trades"] == 0
 

@@ -111,7 +111,7 @@ async def test_batches_queue_while_down_then_upload_once(
             last = await gw.disk(gw.ledger.last_batch)
             assert last is not None
             settled = {t["id"] for t in await gw.disk(gw.ledger.trades_of, "bob")}
-            log = list(gw.orderlog.records)
+            log = list(gw.orderlog.read())
             sealed = last.seq
     finally:
         await runner.cleanup()

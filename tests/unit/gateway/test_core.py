@@ -47,7 +47,7 @@ def new_core(config: GatewayConfig, now: int = T0) -> GatewayCore:
         settled=set(),
         locks=[],
         batched_log_seq=0,
-        unbatched=0,
+        unbatched=(),
         now=now,
     )
     assert effects == []
@@ -343,7 +343,8 @@ def test_interval_close_and_standing_policies() -> None:
     report(core, "m-b", seq=2, now=nxt - 100, soc_bp=4000)
     effects = core.tick(now=nxt)
     ops = log_ops(effects)
-    assert ops[0] == "close" and ops.count("order") == 2
+    # The closed interval had no trade: it is pruned at once, before the new orders.
+    assert ops[:2] == ["close", "prune"] and ops.count("order") == 2
     orders = {
         o["side"]: o
         for o in core.orders_of("alice") + core.orders_of("bob")
@@ -351,7 +352,8 @@ def test_interval_close_and_standing_policies() -> None:
     }
     assert orders["sell"]["wh"] == (7000 - 5000) * 10_000 // 10_000
     assert orders["buy"]["wh"] == (6000 - 4000) * 5_000 // 10_000
-    assert core.orders_of("alice")[0]["status"] == "expired"
+    # alice's order of the closed interval expired and was forgotten with its interval.
+    assert [o["interval"] for o in core.orders_of("alice")] == [core.interval]
     # the two policy orders cross (200 >= 110): a trade, proved against alice's meter
     assert len(of(effects, Prove)) == 1
 
@@ -397,7 +399,7 @@ def test_one_seal_outstanding_at_a_time() -> None:
     for dt in (61_010, 122_000, 500_000):  # later ticks, the seal still on disk
         assert of(core.tick(now=T0 + dt), Seal) == []
     core.place(home="bob", side="buy", wh=6, price=5, interval=None, now=T0 + 500_001)
-    core.batch_sealed(log_last=1, trades=0, now=T0 + 500_002)
+    core.batch_sealed(log_last=1, trades=(), now=T0 + 500_002)
     assert core.begin_seal() == 2 and core.batched_log_seq == 1  # the next slice joins on
     core.seal_skipped(now=T0 + 500_003)
     assert of(core.tick(now=T0 + 500_004), Seal) == []  # a skipped seal backs off every_s
@@ -419,7 +421,7 @@ def test_settlement_during_a_seal_emits_no_second_seal() -> None:
     assert of(settled, Settle) != [] and of(settled, Seal) == []
     # The seal in progress read the ledger before this settlement: it stays counted, and the
     # next tick after the seal is recorded asks for the batch it is due.
-    core.batch_sealed(log_last=core.log_seq, trades=0, now=T0 + 30)
+    core.batch_sealed(log_last=core.log_seq, trades=(), now=T0 + 30)
     assert core.settled_since_batch == 1
     assert [s.reason for s in of(core.tick(now=T0 + 40), Seal)] == ["max_trades"]
 
@@ -447,7 +449,7 @@ def test_restart_voids_unsettled_trades_deterministically(config: GatewayConfig)
         settled={"t1"},
         locks=[],
         batched_log_seq=0,
-        unbatched=1,
+        unbatched=("t1",),
         now=T0 + 60_000,
     )
     assert log_ops(effects) == ["void"]
@@ -465,7 +467,7 @@ def test_saved_sequence_numbers_refuse_replays_after_restart(config: GatewayConf
         settled=set(),
         locks=[],
         batched_log_seq=0,
-        unbatched=0,
+        unbatched=(),
         now=T0,
         last_seq={("m-a", "state"): 40},
     )
@@ -501,7 +503,7 @@ def test_restore_from_a_snapshot_equals_a_full_replay(config: GatewayConfig) -> 
             settled={"t1"},
             locks=[],
             batched_log_seq=0,
-            unbatched=0,
+            unbatched=(),
             now=T0 + 5,
             snapshot=snapshot,
         )

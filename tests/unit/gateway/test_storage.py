@@ -60,6 +60,36 @@ def test_orderlog_appends_durably_and_reloads(tmp_path: Path) -> None:
     assert again.slice(2, 3) == again.records[1:]
 
 
+def test_orderlog_keeps_only_the_tail_in_memory(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    log = OrderLog(path)
+    log.append([{"seq": n, "op": "cancel", "id": f"o{n}", "ts": n} for n in range(1, 6)])
+    log.forget_through(3)  # a batch sealed records 1..3
+    assert (log.base, log.last_seq) == (3, 5)
+    assert [r["id"] for r in log.records] == ["o4", "o5"]
+    assert [r["id"] for r in log.slice(4, 5)] == ["o4", "o5"]
+    with pytest.raises(OrderLogError, match="no longer in memory"):
+        log.slice(3, 5)
+    log.forget_through(2)  # already forgotten: nothing changes
+    assert log.base == 3
+    with pytest.raises(OrderLogError, match="ends at 5"):
+        log.forget_through(6)
+    log.append([{"seq": 6, "op": "cancel", "id": "o6", "ts": 6}])  # appends continue at 6
+    assert [r["id"] for r in log.read(5)] == ["o5", "o6"]  # the file keeps everything
+    assert [r["seq"] for r in log.read()] == [1, 2, 3, 4, 5, 6]
+    log.close()
+    # Reopened keeping records after 4: every line is still checked, only 5.. are kept.
+    again = OrderLog(path, keep_after=4)
+    assert (again.base, again.last_seq, [r["id"] for r in again.records]) == (4, 6, ["o5", "o6"])
+    again.close()
+    beyond = OrderLog(path, keep_after=10)  # past the end: nothing kept, appends go on at 7
+    assert (beyond.base, beyond.last_seq, beyond.records) == (6, 6, [])
+    beyond.close()
+    path.write_bytes(path.read_bytes().replace(b'"o2"', b"o2"))
+    with pytest.raises(OrderLogError, match=":2:"):
+        OrderLog(path, keep_after=4)
+
+
 def test_orderlog_cuts_a_torn_last_line(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
     path.write_bytes(b'{"id":"o1","op":"cancel","seq":1,"ts":1}\n{"id":"o2","op":"ca')
