@@ -3,7 +3,7 @@ matching side by side with the reference Go engine's design (matching on a 5 s p
 
     .venv/bin/python bench/gateway.py [--meters 500] [--rate 100] [--seconds 30]
                                       [--crossing 0.1] [--modes event,poll,event-prove-first]
-                                      [--fleet-nice 10]
+                                      [--fleet-nice 10] [--interval-s 900]
 
 Setup, one run per mode, same load each time:
 
@@ -20,6 +20,9 @@ Setup, one run per mode, same load each time:
   format that acknowledges every command. The fleet runs at ``--fleet-nice`` (10): on a site
   the meters are boards of their own, here their 500 threads share the gateway's cores, and at
   the same priority they would take turns with it (``--fleet-nice 0`` measures that too);
+* delivery intervals of ``--interval-s`` (900, the default): a short interval with a long run
+  (``--interval-s 10 --seconds 180``) shows whether memory stays flat as finished intervals are
+  pruned (docs/gateway.md, "Memory");
 * ``--rate`` orders per second over the homes' HTTP API, on a fixed schedule (not waiting for
   answers): 45 % sells resting at 200-300 ticks/kWh, 45 % buys resting at 120-190 (below every
   sell), and ``--crossing`` (10 %) buys at 400 that take the best sell at once (10 Wh each).
@@ -133,7 +136,13 @@ def serve_polling(config_path: str) -> None:
 
 
 def write_config(
-    directory: Path, *, meters: int, mqtt_port: int, api_port: int, prove_first: bool
+    directory: Path,
+    *,
+    meters: int,
+    mqtt_port: int,
+    api_port: int,
+    prove_first: bool,
+    interval_s: int = 900,
 ) -> Path:
     key = Ed25519PrivateKey.generate()
     (directory / "gateway.key").write_bytes(
@@ -168,6 +177,9 @@ port = {mqtt_port}
 
 [api]
 port = {api_port}
+
+[market]
+interval_s = {interval_s}
 
 [locks]
 timeout_ms = 5000
@@ -401,6 +413,7 @@ async def run_mode(mode: str, args: argparse.Namespace, broker_port: int) -> dic
         mqtt_port=broker_port,
         api_port=api_port,
         prove_first=mode == "event-prove-first",
+        interval_s=args.interval_s,
     )
     if mode == "poll":
         cmd = [sys.executable, __file__, "--serve-polling", str(config)]
@@ -567,6 +580,13 @@ def main(argv: list[str] | None = None) -> None:
         help="niceness of the meter fleet process (default 10: on a site the meters are boards "
         "of their own, here they share the gateway's cores; 0 = same priority)",
     )
+    parser.add_argument(
+        "--interval-s",
+        type=int,
+        default=900,
+        help="delivery interval in seconds (default 900, the gateway's); short with a long "
+        "--seconds to watch memory across pruned intervals",
+    )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_polling:
@@ -587,7 +607,8 @@ def main(argv: list[str] | None = None) -> None:
     results = asyncio.run(bench(args))
     print(
         f"\n{args.meters} meters ({args.meter_kind}, nice {args.fleet_nice}) at 1 Hz, "
-        f"{args.rate:g} orders/s for {args.seconds:g} s, {args.crossing:.0%} crossing; "
+        f"{args.rate:g} orders/s for {args.seconds:g} s, {args.crossing:.0%} crossing, "
+        f"{args.interval_s} s intervals; "
         f"{os.cpu_count()} cores, load average {load_before:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after\n"
     )
