@@ -85,7 +85,11 @@ function vmToHost() {
         seen.add(v);
         const old = mirror.get(v);
         if (!old || !old.equals(data)) {
-          fs.writeFileSync(h, data);
+          // Written aside and renamed over, as the firmware's own store does on flash: a host
+          // reader (a test reading state.json after a reset) never sees a half-written file.
+          const tmp = h + ".host-tmp";
+          fs.writeFileSync(tmp, data);
+          fs.renameSync(tmp, h);
           mirror.set(v, data);
         }
       }
