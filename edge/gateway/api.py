@@ -190,7 +190,7 @@ async def status(request: web.Request) -> web.Response:
                 if latencies
                 else None,
             },
-            "outbox": len(await service.disk(service.ledger.outbox)),
+            "outbox": await service.disk(service.ledger.outbox_count),
             "uploads": service.uploads,
             "mqtt_connected": service.mqtt_connected.is_set(),
         }

@@ -432,6 +432,21 @@ class Ledger:
         )
         return [StoredBatch(*r) for r in cur]
 
+    def outbox_next(self) -> StoredBatch | None:
+        """The oldest batch not yet accepted by the coordinator, or None: the uploader takes
+        one at a time, so a long outage does not load every queued body at once."""
+        cur = self.db.execute(
+            "SELECT seq, hash, body, log_last, uploaded_ts, attempts FROM batches "
+            "WHERE uploaded_ts IS NULL ORDER BY seq LIMIT 1"
+        )
+        row = cur.fetchone()
+        return None if row is None else StoredBatch(*row)
+
+    def outbox_count(self) -> int:
+        """How many batches wait for the coordinator."""
+        row = self.db.execute("SELECT COUNT(*) FROM batches WHERE uploaded_ts IS NULL").fetchone()
+        return int(row[0])
+
     def mark_uploaded(self, seq: int, ts: int) -> None:
         self.db.execute("UPDATE batches SET uploaded_ts=? WHERE seq=?", (ts, seq))
 

@@ -381,7 +381,7 @@ class GatewayService:
                         snap.engine,
                         {h: list(ids) for h, ids in snap.home_orders.items()},
                     )
-                    # The engine has just pruned: forget the arrival times of orders it forgot.
+                    # Forget the arrival times of orders the engine no longer keeps (pruned).
                     known = self.core.engine.order
                     self.order_arrival = {
                         o: t for o, t in self.order_arrival.items() if known(o) is not None
@@ -658,9 +658,9 @@ class GatewayService:
             while True:
                 _check_cancelled()
                 self.outbox_wake.clear()
-                pending = await self.disk(self.ledger.outbox)
                 failed = False
-                for batch in pending:
+                # One batch at a time, oldest first: a week's queue is not loaded at once.
+                while (batch := await self.disk(self.ledger.outbox_next)) is not None:
                     try:
                         async with session.post(
                             f"{url}/batches",

@@ -178,11 +178,20 @@ def test_delivery_and_batches(tmp_path: Path) -> None:
         deliveries=["t1"],
     )
     assert ledger.unbatched() == ([], [])
-    assert [b.seq for b in ledger.outbox()] == [1]
+    ledger.store_batch(
+        seq=2, hash=b"i" * 32, created_ts=2, log_last=9, body=b"[]", trades=[], deliveries=[]
+    )
+    assert [b.seq for b in ledger.outbox()] == [1, 2]
+    head = ledger.outbox_next()
+    assert head is not None and (head.seq, head.body) == (1, b"{}")
+    assert ledger.outbox_count() == 2
     ledger.mark_uploaded(1, 99)
-    assert ledger.outbox() == []
+    next_head = ledger.outbox_next()
+    assert next_head is not None and next_head.seq == 2 and ledger.outbox_count() == 1
+    ledger.mark_uploaded(2, 100)
+    assert ledger.outbox() == [] and ledger.outbox_next() is None and ledger.outbox_count() == 0
     last = ledger.last_batch()
-    assert last is not None and last.log_last == 7 and last.uploaded_ts == 99
+    assert last is not None and last.log_last == 9 and last.uploaded_ts == 100
 
 
 def test_meter_sequence_numbers_are_saved(tmp_path: Path) -> None:
