@@ -146,7 +146,7 @@ class GatewayConfig:
     signing_key: Path
     ledger_path: Path
     orderlog_path: Path
-    snapshot_records: int = 10_000  # save an engine snapshot after this many new log records
+    snapshot_records: int = 100_000  # save an engine snapshot after this many new log records
     log_level: str
     mqtt: MqttConfig
     api: ApiConfig
@@ -262,7 +262,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> GatewayConfig:
     led = root.table("ledger")
     ledger_path = _path(base, led.text("path", str(data_dir / "ledger.sqlite3")))
     orderlog_path = _path(base, led.text("orderlog", str(ledger_path.parent / "orderlog.jsonl")))
-    snapshot_records = led.integer("snapshot_records", 10_000, lo=1)
+    snapshot_records = led.integer("snapshot_records", 100_000, lo=1)
     led.done()
 
     ap = root.table("api")

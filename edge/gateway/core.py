@@ -1186,6 +1186,7 @@ class GatewayCore:
             "gateway": self.config.id,
             "log_seq": self.log_seq,
             "reference_price": self.engine.reference_price,
+            "pruned_through": self.engine.pruned_through,
             "community_soc_bp": self.community_soc(),
             "pending_locks": len(self.pending),
             "active_locks": len(self.locks),

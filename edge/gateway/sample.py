@@ -35,7 +35,7 @@ embedded_broker = false              # true: start an amqtt broker (trials only)
 [ledger]
 path = "ledger.sqlite3"
 orderlog = "orderlog.jsonl"
-snapshot_records = 10000             # an engine snapshot after this many new log records
+snapshot_records = 100000            # an engine snapshot after this many new log records
                                      # (and after each prune): bounds the replay on restart
 
 [api]

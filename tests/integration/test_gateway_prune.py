@@ -74,6 +74,8 @@ async def test_finished_intervals_are_pruned_and_restart_from_the_snapshot(
         assert gw.core.engine.order(sell["id"]) is None and gw.core.engine.trade("t1") is None
         _, orders = await api.call("GET", "/v1/orders", "alice")
         assert sell["id"] not in [o["id"] for o in orders["orders"]]
+        _, status = await api.call("GET", "/v1/status", "bob")
+        assert status["pruned_through"] == gw.core.engine.pruned_through
         _, trades = await api.call("GET", "/v1/trades", "bob")
         assert [t["id"] for t in trades["trades"]] == ["t1"]  # the ledger keeps the trade
 

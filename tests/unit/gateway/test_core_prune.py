@@ -184,4 +184,4 @@ def test_a_snapshot_is_saved_every_snapshot_records() -> None:
     (saved,) = of(core.tick(now=T0 + 4), SaveSnapshot)
     assert saved.snapshot.log_seq == core.log_seq == 3
     assert of(core.tick(now=T0 + 5), SaveSnapshot) == []  # counted again from record 3
-    assert make_config().snapshot_records == 10_000  # the default
+    assert make_config().snapshot_records == 100_000  # the default
