@@ -59,20 +59,26 @@ def an_event(draw: st.DrawFn) -> Any:
 raw_events = st.lists(an_event(), min_size=1, max_size=80)
 
 
+def a_busy_order(draw: st.DrawFn, *, last_interval: int) -> Order:
+    """An order among three owners at four crowded prices, for intervals 0..last_interval (its
+    id is empty: numbered by number())."""
+    return Order(
+        "",
+        draw(st.sampled_from(OWNERS[:3])),
+        draw(st.sampled_from(["buy", "sell"])),
+        draw(st.integers(1, 20)),
+        draw(st.integers(9, 12)),
+        0,
+        draw(st.integers(0, last_interval)),
+    )
+
+
 @st.composite
 def a_busy_event(draw: st.DrawFn) -> Any:
     """Orders, with reference-price swings and voids much more often than in a_event."""
     kind = draw(st.sampled_from(["order"] * 6 + ["reference"] * 2 + ["cancel", "void"]))
     if kind == "order":
-        return Order(
-            "",
-            draw(st.sampled_from(OWNERS[:3])),
-            draw(st.sampled_from(["buy", "sell"])),
-            draw(st.integers(1, 20)),
-            draw(st.integers(9, 12)),
-            0,
-            draw(st.integers(0, 1)),
-        )
+        return a_busy_order(draw, last_interval=1)
     if kind == "reference":
         return ReferencePrice(draw(st.sampled_from([13, 0, 10, 11, 12])), 0)
     if kind == "cancel":
@@ -88,15 +94,7 @@ def a_pruning_event(draw: st.DrawFn) -> Any:
     """Orders over three intervals, with closes and prunes (and voids, cancels) often."""
     kind = draw(st.sampled_from(["order"] * 6 + ["close"] * 2 + ["prune", "void", "cancel"]))
     if kind == "order":
-        return Order(
-            "",
-            draw(st.sampled_from(OWNERS[:3])),
-            draw(st.sampled_from(["buy", "sell"])),
-            draw(st.integers(1, 20)),
-            draw(st.integers(9, 12)),
-            0,
-            draw(st.integers(0, 2)),
-        )
+        return a_busy_order(draw, last_interval=2)
     if kind == "close":
         return CloseInterval(draw(st.integers(0, 2)), 0)
     if kind == "prune":
