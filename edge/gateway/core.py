@@ -304,12 +304,17 @@ class _Outbox:
 
 @dataclass
 class _Lock:
+    """A settled trade's lock, until its delivery is decided: the core's own copy of what it
+    needs of the trade (its interval may be pruned from the engine meanwhile)."""
+
     trade: str
     meter: str
     seller: str
     wh: int
     interval: int
     export_start_wh: int
+    buyer: str
+    price: int  # ticks per kWh
 
 
 def reference_price(*, base_price: int, scarcity_bp: int, soc_bp: int) -> int:
@@ -432,6 +437,8 @@ class GatewayCore:
                 wh=lock.wh,
                 interval=lock.interval,
                 export_start_wh=lock.export_start_wh,
+                buyer=lock.buyer,
+                price=lock.price,
             )
         out: list[Effect] = []
         for trade in core.engine.trades():
@@ -833,6 +840,8 @@ class GatewayCore:
             wh=t.wh,
             interval=t.interval,
             export_start_wh=export_start,
+            buyer=t.buyer,
+            price=t.price,
         )
         out.append(Settle(record, export_start))
         self.unbatched[t.id] = t.interval

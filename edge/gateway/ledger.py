@@ -123,6 +123,8 @@ class ActiveLock:
     wh: int
     interval: int
     export_start_wh: int
+    buyer: str
+    price: int  # ticks per kWh
 
 
 @dataclass(frozen=True)
@@ -286,12 +288,19 @@ class Ledger:
 
     def active_locks(self) -> list[ActiveLock]:
         rows = self.db.execute(
-            "SELECT id, meter, seller, wh, interval, export_start_wh FROM trades "
+            "SELECT id, meter, seller, wh, interval, export_start_wh, buyer, price FROM trades "
             "WHERE status='pending' ORDER BY rowid"
         )
         return [
             ActiveLock(
-                trade=r[0], meter=r[1], seller=r[2], wh=r[3], interval=r[4], export_start_wh=r[5]
+                trade=r[0],
+                meter=r[1],
+                seller=r[2],
+                wh=r[3],
+                interval=r[4],
+                export_start_wh=r[5],
+                buyer=r[6],
+                price=r[7],
             )
             for r in rows
         ]

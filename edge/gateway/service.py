@@ -530,17 +530,14 @@ class GatewayService:
         for lock in self.core.locks.values():
             if interval is not None and lock.interval != interval:
                 continue
-            trade = self.core.engine.trade(lock.trade)
-            if trade is None:  # cannot happen: a lock's trade was matched by this engine
-                raise GatewayError(f"lock {lock.trade} has no trade in the market")
             out.append(
                 LockView(
                     trade=lock.trade,
                     meter=lock.meter,
                     seller=lock.seller,
-                    buyer=trade.buyer,
+                    buyer=lock.buyer,
                     wh=lock.wh,
-                    price=trade.price,
+                    price=lock.price,
                     interval=lock.interval,
                 )
             )

@@ -83,8 +83,10 @@ def test_a_closed_interval_is_pruned_once_its_trades_are_sealed(config: GatewayC
     assert core.orders_of("alice") == []
     assert [o["id"] for o in core.orders_of("bob")] == [later]
     assert "alice" not in core.home_orders
-    # The lock awaiting its delivery is the core's own record: pruning leaves it.
-    assert "t1" in core.locks
+    # The lock awaiting its delivery is the core's own record, with what it needs of the trade:
+    # pruning leaves it.
+    lock = core.locks["t1"]
+    assert (lock.seller, lock.buyer, lock.wh, lock.price) == ("alice", "bob", 600, 120)
     assert log_ops(core.tick(now=NEXT + 5)) == []  # pruned once
 
     # A restart from the saved snapshot and the log after it equals a replay of the whole log.

@@ -161,6 +161,14 @@ def test_delivery_and_batches(tmp_path: Path) -> None:
     ledger.settle(record(1), export_start_wh=5)
     ledger.settle(record(2), export_start_wh=5)
     assert [lk.trade for lk in ledger.active_locks()] == ["t1", "t2"]
+    lock = ledger.active_locks()[0]  # what a restart needs of the trade, from the ledger alone
+    assert (lock.seller, lock.buyer, lock.wh, lock.price, lock.interval) == (
+        "alice",
+        "bob",
+        100,
+        120,
+        3,
+    )
     ledger.record_delivery(
         DeliveryRecord(trade="t1", status="defaulted", wh=100, delivered_wh=40, ts=9)
     )
