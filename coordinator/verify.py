@@ -544,6 +544,7 @@ def check_replay(batch: Batch, chain: ChainState, history: History, rules: Rules
             )
     settled_now: set[str] = set()
     voided = set(voids)  # a prune in the slice forgets the void marks of what it prunes
+    pruned: set[str] = set()  # batch trades the slice pruned (named once, below)
     for t in batch.trades:
         if t.id not in candidates:
             if t.id in earlier:
@@ -565,6 +566,7 @@ def check_replay(batch: Batch, chain: ChainState, history: History, rules: Rules
             out.append(
                 _fail("replay.pruned", f"the log prunes trade {t.id} before it is settled", t.id)
             )
+            pruned.add(t.id)
             continue
         diffs = _trade_diffs(t, replayed)
         if diffs:
@@ -576,7 +578,7 @@ def check_replay(batch: Batch, chain: ChainState, history: History, rules: Rules
         if i not in settled_now and i not in voided and not engine.is_voided(i)
     )
     for trade_id in sorted(open_after, key=lambda i: int(i[1:])):
-        if engine.trade(trade_id) is None:
+        if trade_id not in pruned and engine.trade(trade_id) is None:
             out.append(
                 _fail(
                     "replay.pruned",

@@ -146,7 +146,7 @@ class GatewayConfig:
     signing_key: Path
     ledger_path: Path
     orderlog_path: Path
-    snapshot_records: int = 100_000  # save an engine snapshot after this many new log records
+    snapshot_records: int  # save an engine snapshot after this many new log records
     log_level: str
     mqtt: MqttConfig
     api: ApiConfig
