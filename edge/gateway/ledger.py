@@ -287,23 +287,11 @@ class Ledger:
         return {r[0] for r in self.db.execute("SELECT id FROM trades")}
 
     def active_locks(self) -> list[ActiveLock]:
-        rows = self.db.execute(
-            "SELECT id, meter, seller, wh, interval, export_start_wh, buyer, price FROM trades "
-            "WHERE status='pending' ORDER BY rowid"
+        cur = self.db.execute(
+            "SELECT id AS trade, meter, seller, wh, interval, export_start_wh, buyer, price "
+            "FROM trades WHERE status='pending' ORDER BY rowid"
         )
-        return [
-            ActiveLock(
-                trade=r[0],
-                meter=r[1],
-                seller=r[2],
-                wh=r[3],
-                interval=r[4],
-                export_start_wh=r[5],
-                buyer=r[6],
-                price=r[7],
-            )
-            for r in rows
-        ]
+        return [ActiveLock(**_row(cur, r)) for r in cur.fetchall()]
 
     def trade(self, trade_id: str) -> dict[str, Any] | None:
         cur = self.db.execute("SELECT * FROM trades WHERE id=?", (trade_id,))
