@@ -1084,6 +1084,11 @@ class GatewayCore:
         kept = [k for k in closed if k <= limit]
         return kept[-1] if kept else None
 
+    def prune_waiting(self) -> bool:
+        """True until the next :meth:`tick` has looked for closed intervals to prune after
+        something that may let one go (a close, a void, a sealed batch)."""
+        return self._prune_due
+
     def _prune(self, now: int, out: list[Effect]) -> None:
         k = self.prunable()
         if k is None:
@@ -1204,6 +1209,11 @@ class GatewayCore:
             "meters_fresh": len(self._counted),
             "commands": self.command_status(),
         }
+
+    def commands_outstanding(self, meter: str) -> int:
+        """Commands to ``meter`` sent and unacknowledged plus those waiting to be sent."""
+        box = self._outboxes.get(meter)
+        return 0 if box is None else len(box.in_flight) + len(box.waiting)
 
     def command_status(self) -> dict[str, dict[str, int]]:
         """Per meter: commands ``in_flight`` (sent, unacknowledged) and ``waiting`` now;

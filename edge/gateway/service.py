@@ -203,6 +203,7 @@ class GatewayService:
         self.codec = codec or WireCodec()
         self.clock = clock
         self.tick_s = tick_s
+        self.ticked_at: int | None = None  # the clock at the timer's last tick (ms)
         self.handle_signals = handle_signals
         self.key = load_signing_key(config.signing_key)
         self.ledger = Ledger(config.ledger_path)
@@ -523,6 +524,23 @@ class GatewayService:
         tel = self.core.telemetry.get(meter)
         return None if tel is None else tel.seq
 
+    def meter_seq(self, meter: str) -> int:
+        """The highest seq of ``meter``'s messages the gateway has accepted (telemetry,
+        delivery reports and acks share the meter's one counter), or -1 if none. A host that
+        steps meters one at a time waits for this to reach the meter's last published seq."""
+        last = self.core.last_seq
+        return max(last.get((meter, "state"), -1), last.get((meter, "ack"), -1))
+
+    @property
+    def prune_waiting(self) -> bool:
+        """True until the timer's next tick has pruned what a close, a void or a sealed batch
+        let go (:meth:`GatewayCore.prune_waiting`)."""
+        return self.core.prune_waiting()
+
+    def commands_outstanding(self, meter: str) -> int:
+        """Commands to ``meter`` sent and not yet acknowledged, plus those waiting to be sent."""
+        return self.core.commands_outstanding(meter)
+
     def locks(self, *, interval: int | None = None) -> list[LockView]:
         """Settled trades whose delivery is not decided yet (all, or those of ``interval``),
         in settlement order."""
@@ -639,7 +657,9 @@ class GatewayService:
         saved_at = time.monotonic()
         while True:
             await asyncio.sleep(self.tick_s)
-            self.perform(self.core.tick(now=self.clock()))
+            now = self.clock()
+            self.perform(self.core.tick(now=now))
+            self.ticked_at = now
             if time.monotonic() - saved_at >= SAVE_SEQS_S:
                 saved_at = time.monotonic()
                 self._ledger_write(self.ledger.save_meter_seqs, dict(self.core.last_seq))

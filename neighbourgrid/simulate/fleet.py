@@ -50,6 +50,10 @@ class Fleet(Protocol):
 
     async def step(self) -> None: ...
 
+    async def step_one(self, home: str) -> None: ...
+
+    def published_seq(self, home: str) -> int: ...
+
     def connected(self) -> bool: ...
 
     def add_energy(self, home: str, *, import_wh: int, export_wh: int, seconds: int) -> None: ...
@@ -79,6 +83,14 @@ class CPythonFleet:
     async def step(self) -> None:
         for meter in self.meters.values():
             meter.step()
+
+    async def step_one(self, home: str) -> None:
+        """Run ``home``'s firmware until it has handled what it has received."""
+        self.meters[home].step()
+
+    def published_seq(self, home: str) -> int:
+        """The seq of the last message ``home``'s meter published (-1 before the first)."""
+        return int(self.meters[home].runner.store.seq) - 1
 
     def connected(self) -> bool:
         return all(m.connected for m in self.meters.values())
@@ -110,6 +122,7 @@ class _VmMeter:
     connected: bool = False
     refusals: int = 0
     published: int = 0
+    seq: int = 0  # the firmware's next message seq, as its last step reported it
     errors: list[str] = field(default_factory=list)
 
 
@@ -213,6 +226,14 @@ class VmFleet:
     async def step(self) -> None:
         await asyncio.gather(*(self._step(m) for m in self.meters.values()))
 
+    async def step_one(self, home: str) -> None:
+        """Run ``home``'s firmware until it has handled what it has received."""
+        await self._step(self.meters[home])
+
+    def published_seq(self, home: str) -> int:
+        """The seq of the last message ``home``'s meter published (-1 before the first)."""
+        return self.meters[home].seq - 1
+
     async def _step(self, m: _VmMeter) -> None:
         assert m.proc is not None
         for _ in range(16):
@@ -245,6 +266,7 @@ class VmFleet:
             self._apply(m, out["events"])
             m.connected = bool(out["connected"])
             m.refusals = int(out["refusals"])
+            m.seq = int(out["seq"])
             try:
                 if m.relay is None or m.relay.pending() == 0:
                     break

@@ -123,6 +123,7 @@ def step(req):
                 "events": sim.events,
                 "connected": sim.runner.client is not None,
                 "refusals": sim.runner.meter.refusals,
+                "seq": sim.runner.store.seq,
                 "lock": sim.lock,
             }
         )
