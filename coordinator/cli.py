@@ -165,17 +165,19 @@ def init_config_command(path: Path) -> None:
     """Write a coordinator.toml with every setting at its default."""
     from coordinator.config import SAMPLE
     from coordinator.errors import CoordinatorError
+    from edge.configfile import atomic_write_text
 
-    if path.exists():
-        raise CoordinatorError(f"{path} exists; not overwriting it")
-    path.write_text(SAMPLE, encoding="utf-8")
+    try:
+        atomic_write_text(path, SAMPLE, mode=0o644, overwrite=False)
+    except FileExistsError:
+        raise CoordinatorError(f"{path} exists; not overwriting it") from None
+    except OSError as err:
+        raise CoordinatorError(f"cannot write {path}: {err.strerror}") from err
     click.echo(f"wrote {path}")
 
 
 @coordinator.command("verify")
-@click.argument(
-    "batch_files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
-)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--registry",
     "registrations",
@@ -192,28 +194,38 @@ def init_config_command(path: Path) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def verify_command(
-    batch_files: tuple[Path, ...],
+    paths: tuple[Path, ...],
     registrations: tuple[Path, ...],
     config_path: Path | None,
     as_json: bool,
 ) -> None:
-    """Check batch files offline and print the findings; exit 1 on any failing check.
+    """Check batches offline, print the findings and one summary line; exit 1 on any failing
+    check.
 
-    Give a gateway's batches from its first (or with every earlier one): each is checked
-    against the ones before it, as the service does. A batch whose predecessor is missing is
-    held, which also exits 1.
+    Each PATH is a batch file or a directory: a run directory of `ngrid simulate` (its
+    registration.json and every batches/batch-*.json), or a folder of batch files as
+    `ngrid gateway export-batches` writes them (batch-*.json, and its registration.json if
+    there is one). Give a gateway's batches from its first (or with every earlier one): each is
+    checked against the ones before it, as the service does. A batch whose predecessor is
+    missing is held, which also exits 1.
     """
     import json
 
     from coordinator.config import default_config, load_config
-    from coordinator.errors import BatchRefusedError, CoordinatorError
+    from coordinator.errors import BatchRefusedError, ConfigError, CoordinatorError
     from coordinator.service import parse_registration
     from coordinator.verify import GatewayKey, verify_chain
-    from edge.batch import BatchError, decode_batch
+    from edge.batch import Batch, BatchError, decode_batch
 
     config = load_config(config_path) if config_path is not None else default_config()
+    batch_files, found = _verify_inputs(paths)
+    if found is not None and not found and not registrations:
+        where = ", ".join(str(p) for p in paths if p.is_dir())
+        raise ConfigError(
+            f"no registration.json in {where}: give the gateway's registration with --registry"
+        )
     registry: dict[str, GatewayKey] = {}
-    for path in registrations:
+    for path in dict.fromkeys([*registrations, *(found or [])]):
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
         except OSError as err:
@@ -227,16 +239,19 @@ def verify_command(
         registry[reg.gateway] = GatewayKey(
             id=reg.gateway, public_key=reg.public_key, meters=frozenset(reg.meters)
         )
-    batches = []
+    batches: list[Batch] = []
+    names: dict[tuple[str, int], list[str]] = {}
     for path in batch_files:
         try:
             data = path.read_bytes()
         except OSError as err:
             raise CoordinatorError(f"cannot read {path}: {err.strerror}") from err
         try:
-            batches.append(decode_batch(data.rstrip(b"\n")))
+            batch = decode_batch(data.rstrip(b"\n"))
         except BatchError as err:
-            raise BatchRefusedError(f"{path}: {err}", failed=1) from err
+            raise BatchRefusedError(f"{path} is not a batch: {err}", failed=1) from err
+        batches.append(batch)
+        names.setdefault((batch.header.gateway, batch.header.seq), []).append(path.name)
     results = verify_chain(batches, registry=registry, rules=config.rules)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
@@ -246,12 +261,49 @@ def verify_command(
             for f in r.findings:
                 where = f" [{f.trade}]" if f.trade else ""
                 click.echo(f"  {f.status.upper():4} {f.check}{where}: {f.detail}")
+    gateways = sorted({r.gateway for r in results})
+    source = gateways[0] if len(gateways) == 1 else f"{len(gateways)} gateways"
     failed = sum(len(r.failures) for r in results)
-    not_ok = [r for r in results if r.verdict != "accepted"]
-    if failed or not_ok:
-        held = sum(1 for r in results if r.verdict == "held")
-        raise BatchRefusedError(
-            f"{len(not_ok)} of {len(results)} batches not accepted "
-            f"({failed} failing findings, {held} held)",
-            failed=failed,
+    not_ok = [r for r in results if r.verdict != "accepted" or r.failures]
+    if not not_ok:
+        trades = sum(len(b.trades) for b in batches)
+        click.echo(
+            f"verified {len(results)} batches from {source} ({trades} trades): all checks passed",
+            err=as_json,
         )
+        return
+    held = sum(1 for r in results if r.verdict == "held")
+    named = []
+    for r in not_ok[:5]:
+        checks = dict.fromkeys(f.check for f in r.findings if f.status != "pass")
+        file = names.get((r.gateway, r.seq), ["?"])[0]
+        named.append(f"{file} {r.gateway}/{r.seq} {r.verdict} [{', '.join(checks)}]")
+    more = f"; and {len(not_ok) - 5} more" if len(not_ok) > 5 else ""
+    raise BatchRefusedError(
+        f"FAILED: {len(not_ok)} of {len(results)} batches from {source} not accepted "
+        f"({failed} failing findings, {held} held): {'; '.join(named)}{more}",
+        failed=failed,
+    )
+
+
+def _verify_inputs(paths: tuple[Path, ...]) -> tuple[list[Path], list[Path] | None]:
+    """The batch files PATHS name (files as given, directories expanded) and the registration
+    files found in the directories (None if no directory was given)."""
+    from coordinator.errors import CoordinatorError
+    from edge.gateway.export import BATCHES_DIR, REGISTRATION_FILE
+
+    files: list[Path] = []
+    found: list[Path] | None = None
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)  # a missing file is reported when it is read
+            continue
+        found = found if found is not None else []
+        if (path / REGISTRATION_FILE).is_file():
+            found.append(path / REGISTRATION_FILE)
+        folder = path / BATCHES_DIR if (path / BATCHES_DIR).is_dir() else path
+        batch_files = sorted(folder.glob("batch-*.json"))
+        if not batch_files:
+            raise CoordinatorError(f"no batch files (batch-*.json) in {folder}")
+        files += batch_files
+    return files, found

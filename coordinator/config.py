@@ -180,6 +180,7 @@ def load_config(path: Path) -> CoordinatorConfig:
 SAMPLE = """\
 # neighbourgrid coordinator: `ngrid coordinator serve --config coordinator.toml`.
 # Reference: docs/coordinator.md. Every setting is shown with its default.
+# Relative paths are relative to this file's directory (whatever the current directory).
 
 [http]
 host = "127.0.0.1"

@@ -75,11 +75,11 @@ class Reply:
 
 
 def parse_registration(document: object) -> Registration:
-    """Check a registration request (provisioning.gateway's format and self-signature).
+    """Check a registration request (edge.gateway.registration's format and self-signature).
 
     Raises :class:`RegistrationError` naming what is wrong.
     """
-    from provisioning.gateway import verify_registration
+    from edge.gateway.registration import verify_registration
 
     if not isinstance(document, dict):
         raise RegistrationError("expected a JSON object")

@@ -131,3 +131,43 @@ def gateway_init_config(gateway_id: str, directory: Path) -> None:
     path = write_sample(directory=directory, gateway_id=gateway_id)
     load_config(path)
     click.echo(f"wrote {path} and {directory / 'gateway.key'}")
+
+
+@gateway.command("export-batches")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="gateway.toml (its ledger.path is read).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the batch files (created if missing).",
+)
+@click.option(
+    "--from-seq",
+    "first",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="The first batch to export.",
+)
+def gateway_export_batches(config_path: Path, out_dir: Path, first: int) -> None:
+    """Write each sealed batch in the ledger to OUT/batch-NNNNNN.json (chain order).
+
+    A file holds the batch's canonical bytes exactly as uploaded to the coordinator, the input
+    of `ngrid coordinator verify`. Each file is written atomically; running it again rewrites
+    the same bytes. Safe while the gateway runs.
+    """
+    from edge.gateway.config import load_config
+    from edge.gateway.export import export_batches
+
+    config = load_config(config_path)
+    exported = export_batches(config, out_dir, first=first)
+    for seq, path in exported.batches:
+        click.echo(f"{path}  (batch {seq}, {path.stat().st_size} bytes)")
+    click.echo(f"wrote {len(exported.batches)} batches of gateway {config.id} to {out_dir}")

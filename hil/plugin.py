@@ -228,11 +228,11 @@ def hil_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         match = re.fullmatch(r"mqtt://([^:/]+):(\d+)/?", url)
         if match is None:
             pytest.fail(f"--hil-broker {url!r} is not mqtt://host:port", pytrace=False)
-        from tests.brokers import Broker
+        from hil.mosquitto import Broker
 
         yield Broker(match.group(1), int(match.group(2)), Path("."))
         return
-    from tests.brokers import running_mosquitto
+    from hil.mosquitto import running_mosquitto
 
     with running_mosquitto(tmp_path_factory.mktemp("hil-broker")) as broker:
         yield broker

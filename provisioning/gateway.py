@@ -24,6 +24,7 @@ inventory's current meters. Run it again after provisioning meters, then :func:`
 from __future__ import annotations
 
 import base64
+import dataclasses
 import getpass
 import json
 import os
@@ -33,13 +34,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.configfile import toml_value
 from edge.errors import ConfigError
+from edge.gateway.registration import canonical_json, registration, verify_registration
 from provisioning.errors import ProvisionError
 from provisioning.files import atomic_write_bytes, atomic_write_text
 from provisioning.inventory import GatewayRecord, Inventory, fingerprint, validate_id
@@ -74,14 +75,13 @@ def installer_identity() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def canonical_json(value: Any) -> bytes:
-    """UTF-8 JSON with sorted keys and no spaces: the bytes the registration signature covers."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 @dataclass(frozen=True, kw_only=True)
 class GatewayLayout:
-    """Where things live on the gateway Pi (the paths written into its configuration files)."""
+    """Where things live on the gateway Pi (the paths written into its configuration files).
+
+    Every path is absolute: the files written from it are read on the Pi by processes whose
+    current directory is not the installer's (docs/gateway.md, "Paths in configuration
+    files"); a relative one is refused (ValueError)."""
 
     etc_dir: PurePosixPath = PurePosixPath("/etc/ngrid")  # noqa: RUF009 (immutable)
     state_dir: PurePosixPath = PurePosixPath("/var/lib/ngrid")  # noqa: RUF009 (immutable)
@@ -90,6 +90,12 @@ class GatewayLayout:
     mosquitto_persistence: PurePosixPath = PurePosixPath("/var/lib/mosquitto")  # noqa: RUF009 (immutable)
     ngrid_bin: PurePosixPath = PurePosixPath("/opt/ngrid/bin/ngrid")  # noqa: RUF009 (immutable)
     user: str = "ngrid"
+
+    def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, PurePosixPath) and not value.is_absolute():
+                raise ValueError(f"GatewayLayout.{item.name} must be absolute, not {str(value)!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,10 +172,6 @@ def new_home_token(rng: Random) -> str:
     return base64.urlsafe_b64encode(rng(24)).decode()
 
 
-def _toml_str(value: str) -> str:
-    return json.dumps(value)  # a JSON string literal is a valid TOML basic string
-
-
 def gateway_toml(
     *,
     gateway_id: str,
@@ -185,10 +187,11 @@ def gateway_toml(
     """The gateway's configuration file; every setting is written out with its default.
 
     ``homes`` maps each home id on the order API to its bearer token (``[[homes]]`` tables).
+    Paths are the layout's, absolute: the file is read on the Pi, from any directory.
     """
     etc, state = layout.etc_dir, layout.state_dir
     home_tables = "".join(
-        f"\n[[homes]]\nid = {_toml_str(home)}\ntoken = {_toml_str(token)}\n"
+        f"\n[[homes]]\nid = {toml_value(home)}\ntoken = {toml_value(token)}\n"
         for home, token in sorted((homes or {}).items())
     )
     return f"""\
@@ -197,23 +200,23 @@ def gateway_toml(
 # Units: energy Wh, power W, state of charge basis points (0-10000), prices integer ticks per kWh.
 
 [gateway]
-id = {_toml_str(gateway_id)}
+id = {toml_value(gateway_id)}
 # Ed25519 private key that signs settlement batches (PKCS#8 PEM, 0600).
-signing_key = {_toml_str(str(etc / "gateway.key"))}
+signing_key = {toml_value(str(etc / "gateway.key"))}
 # Meter registry from `ngrid provision export`: id, MAC key, capacity, reserve, owner.
-meters = {_toml_str(str(etc / "meters.json"))}
+meters = {toml_value(str(etc / "meters.json"))}
 
 [mqtt]
 # The local Mosquitto configured by /etc/mosquitto/conf.d/ngrid.conf.
 host = "127.0.0.1"
 port = {broker_port}
-username = {_toml_str(mqtt_user)}
-password = {_toml_str(mqtt_password)}
-topic_prefix = {_toml_str(f"ngrid/{gateway_id}")}
+username = {toml_value(mqtt_user)}
+password = {toml_value(mqtt_password)}
+topic_prefix = {toml_value(f"ngrid/{gateway_id}")}
 
 [ledger]
 # SQLite in WAL mode, synchronous=FULL.
-path = {_toml_str(str(state / "ledger.sqlite3"))}
+path = {toml_value(str(state / "ledger.sqlite3"))}
 
 [api]
 # The homes' order API.
@@ -222,7 +225,7 @@ port = {api_port}
 
 [coordinator]
 # Where signed batches are uploaded (store-and-forward: trading goes on while it is down).
-url = {_toml_str(coordinator_url)}
+url = {toml_value(coordinator_url)}
 
 [settlement]
 # Defaults from docs/DESIGN: 5 % APY seller yield, 2.5 % pool commission, 1 token per Wh,
@@ -445,19 +448,9 @@ def provision_gateway(
         sysusers_conf(layout=layout),
     )
 
-    request = {
-        "type": "ngrid.gateway.registration",
-        "version": 1,
-        "gateway_id": gateway_id,
-        "key_algorithm": "ed25519",
-        "public_key": public_raw.hex(),
-        "meters": list(meter_ids),
-        "created_at": stamp,
-    }
-    signature = private_key.sign(canonical_json(request))
+    document = registration(private_key, gateway_id=gateway_id, meters=meter_ids, created_at=stamp)
     atomic_write_text(
-        out_dir / "registration.json",
-        json.dumps(request | {"signature": signature.hex()}, indent=2, sort_keys=True) + "\n",
+        out_dir / "registration.json", json.dumps(document, indent=2, sort_keys=True) + "\n"
     )
 
     record = GatewayRecord(
@@ -477,22 +470,6 @@ def provision_gateway(
     return GatewayBundle(
         directory=out_dir, record=record, meters=meter_ids, reused_identity=identity is not None
     )
-
-
-def verify_registration(request: dict[str, Any]) -> bytes:
-    """Check a registration request's self-signature; return the raw Ed25519 public key.
-
-    The signature covers :func:`canonical_json` of every field except ``signature``, proving the
-    sender holds the private key. Raises ValueError if a field is missing or the signature fails.
-    """
-    try:
-        body = {key: value for key, value in request.items() if key != "signature"}
-        public_raw = bytes.fromhex(request["public_key"])
-        signature = bytes.fromhex(request["signature"])
-        Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, canonical_json(body))
-    except (KeyError, TypeError, ValueError, InvalidSignature) as err:
-        raise ValueError(f"registration request does not verify: {err!r}") from err
-    return public_raw
 
 
 def export_registry(

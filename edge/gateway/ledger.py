@@ -16,7 +16,7 @@ import os
 import signal
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,15 @@ from typing import Any
 from edge.batch import DeliveryRecord, TradeRecord
 from edge.errors import GatewayError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "ActiveLock", "Ledger", "LedgerError", "StoredBatch"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "ActiveLock",
+    "Ledger",
+    "LedgerError",
+    "StoredBatch",
+    "batch_file_name",
+]
 
 
 class LedgerError(GatewayError):
@@ -140,6 +148,11 @@ class StoredBatch:
 
 
 _TRADE_COLUMNS = [f.name for f in fields(TradeRecord)]
+#: The trade columns the read methods (:meth:`Ledger.trades`, :meth:`Ledger.trades_of`) return.
+_PUBLIC_COLUMNS = (
+    "id, buy, sell, buyer, seller, wh, price, interval, ts, settled_ts, status, delivered_wh, "
+    "chain_ref, value, buyer_pays, seller_receives, commission, grid_fee, batch_seq"
+)
 
 
 class Ledger:
@@ -299,11 +312,21 @@ class Ledger:
         return None if row is None else _row(cur, row)
 
     def trades_of(self, home: str, *, limit: int = 500) -> list[dict[str, Any]]:
+        """A home's trades as buyer or seller, newest first (at most ``limit``)."""
         cur = self.db.execute(
-            "SELECT id, buy, sell, buyer, seller, wh, price, interval, ts, settled_ts, status, "
-            "delivered_wh, chain_ref, value, buyer_pays, seller_receives, commission, grid_fee, "
-            "batch_seq FROM trades WHERE buyer=? OR seller=? ORDER BY rowid DESC LIMIT ?",
+            f"SELECT {_PUBLIC_COLUMNS} FROM trades WHERE buyer=? OR seller=? "
+            "ORDER BY rowid DESC LIMIT ?",
             (home, home, limit),
+        )
+        return [_row(cur, r) for r in cur.fetchall()]
+
+    def trades(self, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Every settled trade in settlement order (the first ``limit`` if given), with the
+        columns of :meth:`trades_of`: ids, parties, ``wh``, ``price`` (ticks/kWh),
+        ``interval``, ``status``, ``delivered_wh`` and the settlement amounts (µticks)."""
+        cur = self.db.execute(
+            f"SELECT {_PUBLIC_COLUMNS} FROM trades ORDER BY rowid LIMIT ?",
+            (-1 if limit is None else limit,),
         )
         return [_row(cur, r) for r in cur.fetchall()]
 
@@ -450,6 +473,39 @@ class Ledger:
     def count_attempt(self, seq: int) -> None:
         self.db.execute("UPDATE batches SET attempts=attempts+1 WHERE seq=?", (seq,))
 
+    def batches(self, *, first: int = 1) -> Iterator[StoredBatch]:
+        """Every stored batch from seq ``first`` on, uploaded or not, in chain order; read one
+        at a time, so a long history is never in memory at once."""
+        last = first - 1
+        while True:
+            row = self.db.execute(
+                "SELECT seq, hash, body, log_last, uploaded_ts, attempts FROM batches "
+                "WHERE seq > ? ORDER BY seq LIMIT 1",
+                (last,),
+            ).fetchone()
+            if row is None:
+                return
+            batch = StoredBatch(*row)
+            last = batch.seq
+            yield batch
+
+    def export_batches(self, directory: Path, *, first: int = 1) -> list[tuple[int, Path]]:
+        """Write each stored batch from seq ``first`` on into ``directory`` as
+        :func:`batch_file_name` (``batch-000001.json`` …, so the names sort in chain order):
+        its canonical bytes exactly as uploaded, which ``ngrid coordinator verify`` reads.
+        Each file is written atomically (a file of the same name is replaced). Returns
+        ``(seq, path)`` per batch, in chain order."""
+        from edge.configfile import atomic_write_bytes
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for batch in self.batches(first=first):
+            path = directory / batch_file_name(batch.seq)
+            atomic_write_bytes(path, batch.body, mode=0o644)
+            written.append((batch.seq, path))
+        return written
+
     # ------------------------------------------------------------------ meta
 
     def meter_seqs(self) -> dict[tuple[str, str], int]:
@@ -491,6 +547,12 @@ class Ledger:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+
+
+def batch_file_name(seq: int) -> str:
+    """The file a batch is exported to: ``batch-000007.json`` (six digits, so names sort in
+    chain order up to seq 999999)."""
+    return f"batch-{seq:06d}.json"
 
 
 def _row(cur: sqlite3.Cursor, row: Sequence[Any]) -> dict[str, Any]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.configfile import atomic_write_bytes
 from edge.errors import ConfigError
 
 __all__ = ["SAMPLE", "write_sample"]
@@ -16,6 +16,7 @@ __all__ = ["SAMPLE", "write_sample"]
 SAMPLE = """\
 # neighbourgrid gateway {id}: `ngrid gateway run --config gateway.toml`. Reference: docs/gateway.md.
 # Units: energy Wh, power W, state of charge basis points (0-10000), prices ticks per kWh, ms.
+# Relative paths are relative to this file's directory (whatever the current directory).
 
 [gateway]
 id = "{id}"
@@ -103,11 +104,10 @@ def write_sample(*, directory: Path, gateway_id: str) -> Path:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
     text = SAMPLE.format(id=gateway_id, token=secrets.token_urlsafe(24))
-    fd = os.open(toml_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    for path, data in ((key_path, pem), (toml_path, text.encode())):
+        try:
+            atomic_write_bytes(path, data, mode=0o600, overwrite=False)
+        except FileExistsError:
+            raise ConfigError(f"{path} exists; not overwriting it") from None
     return toml_path

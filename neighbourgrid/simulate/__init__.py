@@ -5,7 +5,9 @@ pvlib on a weather file pvlib ships), a seeded mix of homes (:mod:`~neighbourgri
 with battery models (:mod:`~neighbourgrid.simulate.battery`), the physics of each home
 (:mod:`~neighbourgrid.simulate.physics`), the run through every part of the system
 (:mod:`~neighbourgrid.simulate.run`) and the report (:mod:`~neighbourgrid.simulate.report`).
-See docs/simulate.md.
+A scenario file (:mod:`~neighbourgrid.simulate.scenario`, ``--scenario``) replaces the seeded mix
+with listed homes and sets the location, weather, tariff and currency. See docs/simulate.md and
+docs/scenario.md.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from edge.errors import ConfigError
 __all__ = ["simulate"]
 
 DEFAULT_START = "2025-04-11"
+DEFAULT_HOMES = 24
 
 
 def _parse_start(value: str) -> date:
@@ -30,9 +33,27 @@ def _parse_start(value: str) -> date:
 
 
 @click.command()
-@click.option("--homes", type=int, default=24, show_default=True, help="Number of homes.")
+@click.option(
+    "--homes",
+    type=int,
+    default=None,
+    help=f"Number of homes [default: {DEFAULT_HOMES}]; not with --scenario.",
+)
 @click.option("--days", type=int, default=2, show_default=True, help="Simulated days.")
-@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the home mix.")
+@click.option(
+    "--seed",
+    type=int,
+    default=7,
+    show_default=True,
+    help="Seed of the home mix and of the prices homes do not set.",
+)
+@click.option(
+    "--scenario",
+    "scenario_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A scenario file (TOML, docs/scenario.md): homes, location, weather, tariff, currency.",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -54,9 +75,10 @@ def _parse_start(value: str) -> date:
 )
 @click.option("--no-progress", is_flag=True, help="Do not draw the progress bar.")
 def simulate(
-    homes: int,
+    homes: int | None,
     days: int,
     seed: int,
+    scenario_file: Path | None,
     out: Path | None,
     broker: str | None,
     vm: bool,
@@ -70,11 +92,18 @@ def simulate(
     ledger and the coordinator's store to --out.
     """
     from neighbourgrid.simulate.run import SimConfig, run
+    from neighbourgrid.simulate.scenario import load_scenario
 
+    scenario = None
+    if scenario_file is not None:
+        if homes is not None:
+            raise ConfigError("the scenario file lists the homes: leave out --homes", key="homes")
+        scenario = load_scenario(scenario_file)
+        homes = len(scenario.homes)
     if out is None:
         out = Path("runs") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     config = SimConfig(
-        homes=homes,
+        homes=DEFAULT_HOMES if homes is None else homes,
         days=days,
         seed=seed,
         out=out,
@@ -82,6 +111,7 @@ def simulate(
         vm=vm,
         start=_parse_start(start),
         progress=not no_progress,
+        scenario=scenario,
     )
     summary = run(config)
     click.echo(f"report: {out / 'report.html'}")

@@ -31,7 +31,13 @@ _BATTERIES = ((5_000, 2_500), (7_700, 3_300), (10_000, 5_000), (13_500, 5_000))
 class Home:
     """One home: ``id`` (``home-01`` ...), ``persons``, ``annual_kwh`` consumption, ``pv_kwp``
     (0 without PV), ``battery`` (None without), ``initial_soc_bp`` of the battery, and whether
-    the owner places ``manual`` orders instead of relying on standing policies only."""
+    the owner places ``manual`` orders instead of relying on standing policies only.
+
+    The trading prices a scenario file may set (:mod:`neighbourgrid.simulate.scenario`):
+    ``sell_above_bp`` and ``sell_price`` (ticks/kWh) of a battery home's sell policy or manual
+    offers, ``buy_price`` (ticks/kWh) of a home without a battery; None (as
+    :func:`make_homes` leaves them) means drawn from the run's seeded ranges
+    (:func:`neighbourgrid.simulate.run.behaviours`)."""
 
     id: str
     persons: int
@@ -40,6 +46,9 @@ class Home:
     battery: BatterySpec | None
     initial_soc_bp: int
     manual: bool
+    sell_above_bp: int | None = None
+    sell_price: int | None = None
+    buy_price: int | None = None
 
     @property
     def kind(self) -> str:

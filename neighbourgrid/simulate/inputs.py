@@ -5,11 +5,14 @@ Both come from files inside installed packages, so nothing is fetched from the n
 - Household load: the BDEW H0 standard load profile with its dynamisation function, as demandlib
   ships it (``demandlib.bdew.ElecSlp(year).get_profiles("h0_dyn")``), 15-minute resolution,
   normalised over the year and scaled to each home's annual consumption.
-- PV: the typical meteorological year (TMY3) for Greensboro, North Carolina (36.1 N) that pvlib
-  ships as ``pvlib/data/723170TYA.CSV``, read with :func:`pvlib.iotools.read_tmy3`. Hourly
-  irradiance is interpolated to the 15-minute grid, transposed onto a 30 degree south-facing roof
-  (Hay-Davies), turned into cell temperature (SAPM, close-mounted glass/glass), DC power
-  (PVWatts, -0.4 %/K), 14 % system losses (PVWatts defaults) and AC power (PVWatts inverter).
+- PV: by default the typical meteorological year (TMY3) for Greensboro, North Carolina (36.1 N)
+  that pvlib ships as ``pvlib/data/723170TYA.CSV``, read with :func:`pvlib.iotools.read_tmy3`;
+  a scenario (:mod:`neighbourgrid.simulate.scenario`) may name another TMY3 or an EPW file
+  (:func:`pvlib.iotools.read_epw`) and a :class:`Location` (each figure it leaves out is the
+  weather file's own; the roof 30 degrees, facing south, unless it says otherwise). Hourly
+  irradiance is interpolated to the 15-minute grid, transposed onto the roof (Hay-Davies),
+  turned into cell temperature (SAPM, close-mounted glass/glass), DC power (PVWatts,
+  -0.4 %/K), 14 % system losses (PVWatts defaults) and AC power (PVWatts inverter).
   Output is zero whenever the sun is below the horizon.
 
 The load profile is German and the weather American: both are standard, openly shipped data sets,
@@ -24,9 +27,11 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,12 +40,15 @@ __all__ = [
     "INTERVAL_S",
     "WEATHER_FILE",
     "YEAR",
+    "Location",
     "cumulative_round",
+    "default_weather_file",
     "h0_profile",
     "interval_index",
     "load_wh",
     "pv_wh",
     "pv_wh_per_kwp_year",
+    "read_weather",
 ]
 
 INTERVAL_S = 900  # the BDEW profile's resolution, and the market's delivery interval
@@ -50,12 +58,80 @@ _YEAR_INTERVALS = 365 * INTERVALS_PER_DAY
 
 
 def _pvlib_data(name: str) -> Path:
-    import pvlib
+    import importlib.util
 
-    return Path(pvlib.__file__).parent / "data" / name
+    # Found without importing pvlib (which takes a while): its package directory.
+    spec = importlib.util.find_spec("pvlib")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pvlib is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / name
 
 
 WEATHER_FILE = "723170TYA.CSV"
+_HOURS_IN_YEAR = 8760
+
+
+def default_weather_file() -> Path:
+    """pvlib's shipped TMY3 for Greensboro, NC: ``pvlib/data/723170TYA.CSV``."""
+    return _pvlib_data(WEATHER_FILE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Location:
+    """Where the PV is: ``latitude`` and ``longitude`` (degrees, east positive), ``altitude``
+    (m), ``utc_offset`` (hours of local standard time, e.g. -5.0 or 5.5); each left None is the
+    weather file's own. ``tilt`` (degrees from horizontal) and ``azimuth`` (degrees clockwise
+    from north: 180 faces south) are the roof's."""
+
+    latitude: float | None = None
+    longitude: float | None = None
+    altitude: float | None = None
+    utc_offset: float | None = None
+    tilt: float = 30.0
+    azimuth: float = 180.0
+
+
+@lru_cache(maxsize=4)
+def read_weather(path: Path) -> tuple[Any, dict[str, Any]]:
+    """A typical year of hourly weather and its metadata: ``*.epw`` with
+    :func:`pvlib.iotools.read_epw`, anything else as TMY3 with :func:`pvlib.iotools.read_tmy3`,
+    laid on :data:`YEAR`. The data has ``ghi``, ``dni``, ``dhi``, ``temp_air`` and
+    ``wind_speed`` columns, stamped at the end of each hour (TMY3's stamps; pvlib stamps EPW
+    rows at the start of their hour, so those move on by an hour); the metadata ``latitude``,
+    ``longitude``, ``altitude`` and ``TZ`` (hours).
+
+    Raises ValueError if the file is not a whole typical year of either format (OSError if it
+    cannot be read).
+    """
+    import pandas as pd
+    import pvlib
+
+    try:
+        if path.suffix.lower() == ".epw":
+            data, meta = pvlib.iotools.read_epw(str(path), coerce_year=YEAR)
+            data.index = data.index + pd.Timedelta(hours=1)  # the end of each hour, as TMY3
+        else:
+            data, meta = pvlib.iotools.read_tmy3(str(path), coerce_year=YEAR, map_variables=True)
+    except OSError:
+        raise
+    except Exception as err:  # pandas and pvlib raise many kinds for a malformed file
+        kind = "EPW" if path.suffix.lower() == ".epw" else "TMY3"
+        raise ValueError(f"{path} is not a {kind} weather file: {err}") from err
+    missing = {"ghi", "dni", "dhi", "temp_air", "wind_speed"} - set(data.columns)
+    if missing:
+        raise ValueError(f"{path} has no {', '.join(sorted(missing))} data")
+    if len(data) != _HOURS_IN_YEAR:
+        raise ValueError(f"{path} has {len(data)} hours; a typical year has {_HOURS_IN_YEAR}")
+    for name in ("latitude", "longitude", "altitude", "TZ"):
+        if not isinstance(meta.get(name), int | float):
+            raise ValueError(f"{path} has no {name} in its header")
+    return data, meta
+
+
+def _tz(offset_h: float) -> Any:
+    if float(offset_h).is_integer():
+        return f"Etc/GMT{int(-offset_h):+d}"  # -5 -> Etc/GMT+5 (POSIX sign convention)
+    return timezone(timedelta(hours=offset_h))
 
 
 def cumulative_round(values: Sequence[float] | np.ndarray, scale: float = 1.0) -> list[int]:
@@ -108,18 +184,29 @@ def load_wh(*, annual_kwh: float, start: date, intervals: int) -> list[int]:
     return list(_load_year(round(annual_kwh * 1000))[first : first + intervals])
 
 
-@lru_cache(maxsize=1)
-def pv_wh_per_kwp_year() -> np.ndarray:
-    """AC energy in Wh per installed kWp for each 15-minute interval of :data:`YEAR` (floats)."""
+def pv_wh_per_kwp_year(weather: Path | None = None, location: Location | None = None) -> np.ndarray:
+    """AC energy in Wh per installed kWp for each 15-minute interval of :data:`YEAR` (floats),
+    from ``weather`` (default :func:`default_weather_file`) at ``location`` (default: the
+    weather file's own, on a 30 degree south-facing roof)."""
+    return _pv_year(weather or default_weather_file(), location or Location())
+
+
+@lru_cache(maxsize=4)
+def _pv_year(weather_file: Path, where: Location) -> np.ndarray:
     import pandas as pd
     import pvlib
 
-    weather, meta = pvlib.iotools.read_tmy3(
-        str(_pvlib_data(WEATHER_FILE)), coerce_year=YEAR, map_variables=True
-    )
-    tz = f"Etc/GMT{int(-meta['TZ']):+d}"  # TZ -5 -> Etc/GMT+5 (POSIX sign convention)
+    weather, meta = read_weather(weather_file)
+
+    def pick(value: float | None, key: str) -> float:
+        return float(meta[key]) if value is None else value
+
+    tz = _tz(pick(where.utc_offset, "TZ"))
     location = pvlib.location.Location(
-        meta["latitude"], meta["longitude"], tz=tz, altitude=meta["altitude"]
+        pick(where.latitude, "latitude"),
+        pick(where.longitude, "longitude"),
+        tz=tz,
+        altitude=pick(where.altitude, "altitude"),
     )
     # TMY3 stamps are the end of each hour; the values are the hour's mean, so they belong to
     # the middle of the hour. Interpolate them to the middle of each 15-minute interval.
@@ -137,8 +224,8 @@ def pv_wh_per_kwp_year() -> np.ndarray:
     }
     solpos = location.get_solarposition(mids)
     poa = pvlib.irradiance.get_total_irradiance(
-        surface_tilt=30,
-        surface_azimuth=180,
+        surface_tilt=where.tilt,
+        surface_azimuth=where.azimuth,
         solar_zenith=solpos["apparent_zenith"],
         solar_azimuth=solpos["azimuth"],
         dni=columns["dni"],
@@ -161,13 +248,21 @@ def pv_wh_per_kwp_year() -> np.ndarray:
     return ac * INTERVAL_S / 3600  # W over 15 minutes -> Wh
 
 
-def pv_wh(*, kwp: float, start: date, intervals: int) -> list[int]:
+def pv_wh(
+    *,
+    kwp: float,
+    start: date,
+    intervals: int,
+    weather: Path | None = None,
+    location: Location | None = None,
+) -> list[int]:
     """A ``kwp`` system's AC output in Wh per 15-minute interval from the start of ``start``
-    (zero for a home without PV; zero at night)."""
+    (zero for a home without PV; zero at night), on ``weather`` at ``location``
+    (:func:`pv_wh_per_kwp_year`)."""
     first = interval_index(start, intervals)
     if kwp <= 0:
         return [0] * intervals
-    year = pv_wh_per_kwp_year()
+    year = pv_wh_per_kwp_year(weather, location)
     return cumulative_round(year[first : first + intervals], kwp)
 
 

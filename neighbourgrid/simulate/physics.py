@@ -20,10 +20,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 from neighbourgrid.simulate.battery import Battery
 from neighbourgrid.simulate.homes import Home
-from neighbourgrid.simulate.inputs import INTERVAL_S, INTERVALS_PER_DAY, load_wh, pv_wh
+from neighbourgrid.simulate.inputs import (
+    INTERVAL_S,
+    INTERVALS_PER_DAY,
+    Location,
+    load_wh,
+    pv_wh,
+)
 
 __all__ = ["Flows", "Neighbourhood", "run_baseline"]
 
@@ -49,10 +56,20 @@ class Flows:
 class Neighbourhood:
     """The physical side of the simulation: homes, their inputs and their batteries.
 
-    ``homes`` and ``days`` of data from ``start``; :meth:`step` advances one interval.
+    ``homes`` and ``days`` of data from ``start``, PV from ``weather`` at ``location`` (None:
+    pvlib's shipped TMY3 at its own location; :func:`neighbourgrid.simulate.inputs.pv_wh`);
+    :meth:`step` advances one interval.
     """
 
-    def __init__(self, *, homes: Sequence[Home], start: date, days: int) -> None:
+    def __init__(
+        self,
+        *,
+        homes: Sequence[Home],
+        start: date,
+        days: int,
+        weather: Path | None = None,
+        location: Location | None = None,
+    ) -> None:
         if days < 1:
             raise ValueError("days must be at least 1")
         self.homes = list(homes)
@@ -63,7 +80,14 @@ class Neighbourhood:
             for h in self.homes
         }
         self.pv = {
-            h.id: pv_wh(kwp=h.pv_kwp, start=start, intervals=self.intervals) for h in self.homes
+            h.id: pv_wh(
+                kwp=h.pv_kwp,
+                start=start,
+                intervals=self.intervals,
+                weather=weather,
+                location=location,
+            )
+            for h in self.homes
         }
         self.batteries = {
             h.id: Battery.at_soc(h.battery, h.initial_soc_bp)
@@ -158,9 +182,17 @@ class Neighbourhood:
         )
 
 
-def run_baseline(*, homes: Sequence[Home], start: date, days: int) -> Neighbourhood:
-    """The no-trading baseline: every interval stepped with no sales and no purchases."""
-    hood = Neighbourhood(homes=homes, start=start, days=days)
+def run_baseline(
+    *,
+    homes: Sequence[Home],
+    start: date,
+    days: int,
+    weather: Path | None = None,
+    location: Location | None = None,
+) -> Neighbourhood:
+    """The no-trading baseline: every interval stepped with no sales and no purchases (PV from
+    ``weather`` at ``location``, as :class:`Neighbourhood`)."""
+    hood = Neighbourhood(homes=homes, start=start, days=days, weather=weather, location=location)
     for _ in range(hood.intervals):
         hood.step()
     return hood

@@ -1,32 +1,50 @@
-"""The run's outputs: ``summary.json`` and a self-contained ``report.html``.
+"""The run's outputs for people: ``summary.json``, ``report.html`` and two CSV files.
 
-The report is meant to be looked at: headline numbers first, then four plots with a plain-language
-caption each (state of charge per home; traded energy and clearing price against the reference
-price; grid import with and without trading; earnings per home). Figures are drawn with
-matplotlib (Agg) and embedded as base64 PNG, so the page is one file with no external resource.
-Stages that did not run are listed as such, and their figures say "not run" instead of a number.
+The report is meant to be read by the homeowners and the community, on a phone as well as on a
+desktop: headline numbers first, then what each home earned, paid and saved (in the configured
+currency, with how "saved" is counted), four plots with a plain-language caption each (state of
+charge per home; traded energy and price against the reference price; grid import with and
+without trading; earnings per home) and the stages of the run in plain words. Figures are drawn
+with matplotlib (Agg) and embedded as base64 PNG, so the page is one file with no external
+resource; it links ``trades.csv`` and ``statements.csv`` (:func:`write_csvs`) beside it. Stages
+that did not run are listed as such, and their figures say "not run" instead of a number.
+
+Money is exact (:mod:`neighbourgrid.simulate.money`, Decimal) until it is shown.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
+import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from neighbourgrid.simulate.homes import Home
 from neighbourgrid.simulate.inputs import INTERVAL_S
+from neighbourgrid.simulate.money import EUR, Currency, plain
 from neighbourgrid.simulate.physics import Neighbourhood
 
-__all__ = ["ReportData", "write_overview_png", "write_report", "write_summary"]
+__all__ = [
+    "HomeAccount",
+    "ReportData",
+    "home_accounts",
+    "write_csvs",
+    "write_overview_png",
+    "write_report",
+    "write_summary",
+]
 
-TICK_CT = 0.1  # one price tick is 0.1 euro cent (edge.market.settlement.Rates)
+TRADES_CSV = "trades.csv"
+STATEMENTS_CSV = "statements.csv"
 
 
 @dataclass(kw_only=True)
@@ -35,7 +53,9 @@ class ReportData:
 
     ``traded_wh``/``clearing_price``/``reference_price`` are per interval (price None where
     nothing traded or no reference price was set); ``statements`` per home is the gateway
-    ledger's statement (edge.gateway.ledger.Ledger.statement: Wh and µticks bought and sold).
+    ledger's statement (edge.gateway.ledger.Ledger.statement: Wh and µticks bought and sold);
+    ``trades`` the ledger's trades in settlement order (Ledger.trades). ``grid_price`` and
+    ``feed_in_price`` are the tariffs in ticks per kWh, ``currency`` what a tick is worth.
     """
 
     homes: Sequence[Home]
@@ -50,7 +70,178 @@ class ReportData:
     summary: Mapping[str, Any]
     stages: Mapping[str, str]
     grid_price: int = 320
+    feed_in_price: int = 80
+    currency: Currency = EUR
+    trades: Sequence[Mapping[str, Any]] = ()
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HomeAccount:
+    """One home's trading, in Wh and in currency units (exact).
+
+    ``delivered_wh``: of the energy it sold, what its meter measured as delivered;
+    ``defaults``: its sales that fell short; ``received_wh``: of the energy it bought, what the
+    sellers' meters delivered. ``earned``: paid to it for its sales (after the pool's
+    commission); ``paid``: what it paid for its purchases (the price and the grid operator's
+    network fee). ``saved_buying``: what the energy it received would have cost from the grid,
+    minus ``paid``; ``saved_selling``: ``earned`` minus what the feed-in tariff would have paid
+    for the energy it delivered.
+    """
+
+    home: str
+    sold_wh: int
+    delivered_wh: int
+    defaults: int
+    bought_wh: int
+    received_wh: int
+    earned: Decimal
+    paid: Decimal
+    saved_buying: Decimal
+    saved_selling: Decimal
+
+    @property
+    def saved(self) -> Decimal:
+        return self.saved_buying + self.saved_selling
+
+    @property
+    def net(self) -> Decimal:
+        """Money in minus money out over the run."""
+        return self.earned - self.paid
+
+
+def home_accounts(data: ReportData) -> list[HomeAccount]:
+    """Each home's account (the homes in ``data.homes`` order, then any other home with a
+    statement), from the ledger's statements; the energy each buyer received comes from
+    ``data.trades`` (a trade still pending counts as nothing delivered yet). Without trades,
+    purchases count as delivered in full."""
+    cur = data.currency
+    received: dict[str, int] = {}
+    for t in data.trades:
+        got = t.get("delivered_wh")
+        received[t["buyer"]] = received.get(t["buyer"], 0) + (got if got is not None else 0)
+    ids = [h.id for h in data.homes]
+    known = set(ids)
+    ids += [h for h in data.statements if h not in known]
+    out = []
+    for home in ids:
+        st = data.statements.get(home, {})
+        bought = int(st.get("bought_wh", 0))
+        got = received.get(home, 0) if data.trades else bought
+        delivered = int(st.get("delivered_wh", 0))
+        earned = cur.from_microticks(int(st.get("received_microticks", 0)))
+        paid = cur.from_microticks(int(st.get("paid_microticks", 0)))
+        out.append(
+            HomeAccount(
+                home=home,
+                sold_wh=int(st.get("sold_wh", 0)),
+                delivered_wh=delivered,
+                defaults=int(st.get("defaulted_trades", 0)),
+                bought_wh=bought,
+                received_wh=got,
+                earned=earned,
+                paid=paid,
+                saved_buying=cur.energy_cost(got, data.grid_price) - paid,
+                saved_selling=earned - cur.energy_cost(delivered, data.feed_in_price),
+            )
+        )
+    return out
+
+
+def _kwh(wh: int) -> str:
+    return f"{Decimal(wh) / 1000:,.1f}"
+
+
+def _kwh_exact(wh: int) -> str:
+    return f"{Decimal(wh) / 1000:.3f}"
+
+
+def _local(interval: int) -> datetime:
+    """The start of interval number ``interval`` in the run's local time (the simulation lays
+    local standard time on the epoch as if it were UTC)."""
+    return datetime.fromtimestamp(interval * INTERVAL_S, UTC).replace(tzinfo=None)
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str | int]]) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def write_csvs(out_dir: Path, data: ReportData) -> tuple[Path, Path]:
+    """Write ``trades.csv`` (one row per trade, settlement order) and ``statements.csv`` (one
+    row per home: the report's table) into ``out_dir``; return their paths. Amounts are in
+    currency units, exact (not rounded), energy in Wh (trades) or kWh (statements)."""
+    cur = data.currency
+    c = cur.code
+    trades = out_dir / TRADES_CSV
+    _write_csv(
+        trades,
+        [
+            "trade",
+            "interval_start_local",
+            "seller",
+            "buyer",
+            "wh",
+            f"price_{c}_per_kWh",
+            f"value_{c}",
+            f"buyer_paid_{c}",
+            f"seller_received_{c}",
+            "status",
+            "delivered_wh",
+        ],
+        [
+            [
+                t["id"],
+                f"{_local(int(t['interval'])):%Y-%m-%d %H:%M}",
+                t["seller"],
+                t["buyer"],
+                int(t["wh"]),
+                plain(cur.from_ticks(int(t["price"]))),
+                plain(cur.from_microticks(int(t["value"]))),
+                plain(cur.from_microticks(int(t["buyer_pays"]))),
+                plain(cur.from_microticks(int(t["seller_receives"]))),
+                t["status"],
+                "" if t.get("delivered_wh") is None else int(t["delivered_wh"]),
+            ]
+            for t in data.trades
+        ],
+    )
+    statements = out_dir / STATEMENTS_CSV
+    _write_csv(
+        statements,
+        [
+            "home",
+            f"earned_{c}",
+            f"paid_{c}",
+            f"saved_{c}",
+            f"net_{c}",
+            "sold_kWh",
+            "delivered_kWh",
+            "defaults",
+            "bought_kWh",
+            "received_kWh",
+        ],
+        [
+            [
+                a.home,
+                plain(a.earned),
+                plain(a.paid),
+                plain(a.saved),
+                plain(a.net),
+                _kwh_exact(a.sold_wh),
+                _kwh_exact(a.delivered_wh),
+                a.defaults,
+                _kwh_exact(a.bought_wh),
+                _kwh_exact(a.received_wh),
+            ]
+            for a in home_accounts(data)
+        ],
+    )
+    return trades, statements
 
 
 def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
@@ -76,14 +267,15 @@ def _style(ax: Any) -> None:
     ax.grid(axis="y", alpha=0.3)
 
 
-def _date_axis(ax: Any) -> None:
+def _date_axis(ax: Any, days: int = 1) -> None:
     import matplotlib.dates as mdates
 
-    ax.xaxis.set_major_locator(mdates.HourLocator(byhour=[0, 6, 12, 18]))
+    hours = [0, 6, 12, 18] if days <= 1 else [0, 12] if days <= 3 else [0]
+    ax.xaxis.set_major_locator(mdates.HourLocator(byhour=hours))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%a %H:%M"))
     for label in ax.get_xticklabels():
         label.set_rotation(0)
-        label.set_fontsize(8)
+        label.set_fontsize("small")
 
 
 def _plt() -> Any:
@@ -110,7 +302,7 @@ def _draw_soc(ax: Any, data: ReportData, *, legend: bool = True) -> None:
         16,
         "20 % reserve: never sold below",
         color="#c0392b",
-        fontsize=8,
+        fontsize="small",
         ha="right",
         va="top",
     )
@@ -118,30 +310,33 @@ def _draw_soc(ax: Any, data: ReportData, *, legend: bool = True) -> None:
     ax.set_ylabel("state of charge (%)")
     if legend and len(battery_homes) <= 14:
         ax.legend(
-            ncol=7, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, -0.42), frameon=False
+            ncol=4, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False
         )
     _style(ax)
-    _date_axis(ax)
+    _date_axis(ax, data.days)
 
 
 def _draw_market(ax: Any, data: ReportData) -> None:
-    """Traded energy per interval (bars) and clearing vs reference price (second axis)."""
+    """Traded energy per interval (bars) and clearing vs reference price (second axis), with
+    the grid tariff and the feed-in tariff, in currency per kWh."""
     times = _times(data, len(data.traded_wh))
     width = INTERVAL_S / 86_400 * 0.9
     ax.bar(times, [w / 1000 for w in data.traded_wh], width=width, align="edge", color="#27ae60")
     ax.set_ylabel("traded per 15 min (kWh)", color="#27ae60")
     ax2 = ax.twinx()
-    ref = [p if p is not None else float("nan") for p in data.reference_price]
+    tick = float(data.currency.tick_value)
+    ref = [p * tick if p is not None else float("nan") for p in data.reference_price]
     ax2.step(times, ref, where="post", color="#7f8c8d", lw=1.2, label="reference price")
-    clear = [p if p is not None else float("nan") for p in data.clearing_price]
-    ax2.plot(times, clear, "o", ms=3, color="#e67e22", label="clearing price (mean per interval)")
-    ax2.axhline(data.grid_price, color="#c0392b", ls=":", lw=1, label="grid tariff")
-    ax2.set_ylabel("ticks per kWh (1 tick = 0.1 ct)")
-    ax2.set_ylim(0, data.grid_price * 1.15)
-    ax2.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3, frameon=False)
+    clear = [p * tick if p is not None else float("nan") for p in data.clearing_price]
+    ax2.plot(times, clear, "o", ms=3, color="#e67e22", label="price paid")
+    ax2.axhline(data.grid_price * tick, color="#c0392b", ls=":", lw=1, label="grid tariff")
+    ax2.axhline(data.feed_in_price * tick, color="#2980b9", ls=":", lw=1, label="feed-in tariff")
+    ax2.set_ylabel(f"{data.currency.code} per kWh")
+    ax2.set_ylim(0, data.grid_price * tick * 1.15)
+    ax2.legend(fontsize="small", loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
     ax.spines[["top"]].set_visible(False)
     ax2.spines[["top"]].set_visible(False)
-    _date_axis(ax)
+    _date_axis(ax, data.days)
 
 
 def _community_import(data: ReportData, hood: Neighbourhood) -> list[float]:
@@ -166,21 +361,21 @@ def _draw_grid(ax: Any, data: ReportData) -> None:
             label="with trading",
         )
     ax.set_ylabel("neighbourhood grid import\nper 15 min (kWh)")
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize="small", frameon=False)
     _style(ax)
-    _date_axis(ax)
+    _date_axis(ax, data.days)
 
 
 def _draw_earnings(ax: Any, data: ReportData) -> None:
     """Per home: received for sales (up), paid for purchases (down) and what the grid would
-    have charged for the same purchases (dashed outline), in EUR."""
-    ids = [h.id for h in data.homes]
-    labels = [i.replace("home-", "") for i in ids]
-    st = [data.statements.get(i, {}) for i in ids]
-    received = [x.get("received_microticks", 0) / 1e6 * TICK_CT / 100 for x in st]
-    paid = [-x.get("paid_microticks", 0) / 1e6 * TICK_CT / 100 for x in st]
-    grid = [-x.get("bought_wh", 0) * data.grid_price / 1000 * TICK_CT / 100 for x in st]
-    ax.bar(labels, received, color="#27ae60", label="received for energy sold")
+    have charged for the energy received (dashed outline), in the currency."""
+    accounts = home_accounts(data)
+    labels = [a.home.replace("home-", "") for a in accounts]
+    cost = data.currency.energy_cost
+    earned = [float(a.earned) for a in accounts]
+    paid = [-float(a.paid) for a in accounts]
+    grid = [-float(cost(a.received_wh, data.grid_price)) for a in accounts]
+    ax.bar(labels, earned, color="#27ae60", label="earned from sales")
     ax.bar(
         labels,
         grid,
@@ -188,29 +383,37 @@ def _draw_earnings(ax: Any, data: ReportData) -> None:
         edgecolor="#7f8c8d",
         ls="--",
         lw=1,
-        label="the grid would have charged",
+        label="grid would have charged",
     )
     ax.bar(labels, paid, color="#8e44ad", label="paid to neighbours")
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel("EUR over the run")
+    ax.set_ylabel(f"{data.currency.code} over the run")
     ax.set_xlabel("home")
-    ax.legend(fontsize=8, frameon=False, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    many = len(labels) > 12
+    ax.tick_params(
+        axis="x", labelsize="x-small" if many else "small", labelrotation=90 if many else 0
+    )
+    ax.legend(
+        fontsize="small", frameon=False, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.22)
+    )
     _style(ax)
 
 
 def _figures(data: ReportData) -> dict[str, str]:
+    """The report's four figures, drawn narrow enough to read on a phone."""
     plt = _plt()
     figs: dict[str, str] = {}
-    for key, draw, height in (
-        ("soc", _draw_soc, 3.6),
-        ("market", _draw_market, 3.6),
-        ("grid", _draw_grid, 3.6),
-        ("earnings", _draw_earnings, 3.4),
-    ):
-        fig, ax = plt.subplots(figsize=(10, height))
-        draw(ax, data)
-        figs[key] = _png(fig)
-        plt.close(fig)
+    with plt.rc_context({"font.size": 12.5}):
+        for key, draw, height in (
+            ("soc", _draw_soc, 4.0),
+            ("market", _draw_market, 4.0),
+            ("grid", _draw_grid, 3.6),
+            ("earnings", _draw_earnings, 3.8),
+        ):
+            fig, ax = plt.subplots(figsize=(5.2, height))
+            draw(ax, data)
+            figs[key] = _png(fig)
+            plt.close(fig)
     return figs
 
 
@@ -258,38 +461,74 @@ def _fmt(value: Any, unit: str = "") -> str:
 
 
 _CSS = """
+*,*::before,*::after{box-sizing:border-box}
+html{-webkit-text-size-adjust:100%;text-size-adjust:100%}
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;
-color:#222}
-main{max-width:1080px;margin:0 auto;padding:24px}
-h1{font-size:28px;margin:0 0 4px}
-.lede{color:#555;margin:0 0 20px}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));gap:12px;margin-bottom:24px}
-.card{background:#fff;border-radius:10px;padding:14px 16px;box-shadow:0 1px 3px rgba(0,0,0,.08)}
-.card b{display:block;font-size:26px;color:#1e8449}
-.card span{font-size:13px;color:#555}
-figure{background:#fff;border-radius:10px;padding:16px;margin:0 0 20px;
-box-shadow:0 1px 3px rgba(0,0,0,.08)}
-figure img{width:100%}
-figcaption{font-size:15px;color:#333;margin-top:6px}
+color:#222;font-size:16px;line-height:1.45}
+main{max-width:1100px;margin:0 auto;padding:20px}
+h1{font-size:clamp(22px,6vw,30px);line-height:1.2;margin:0 0 6px}
+h2{font-size:20px;margin:26px 0 10px}
+.lede{color:#555;margin:0 0 18px}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px;
+margin-bottom:8px}
+.card{background:#fff;border-radius:10px;padding:12px 14px;box-shadow:0 1px 3px rgba(0,0,0,.08);
+min-width:0}
+.card b{display:block;font-size:22px;color:#1e8449;overflow-wrap:anywhere}
+.card span{font-size:14px;color:#555}
+.panel{background:#fff;border-radius:10px;padding:14px;box-shadow:0 1px 3px rgba(0,0,0,.08);
+margin:0 0 18px}
+.scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;max-width:100%}
+table{border-collapse:collapse;font-size:14px;background:#fff}
+th,td{padding:6px 10px;border-bottom:1px solid #eee;text-align:left;white-space:nowrap}
+th{font-weight:600;vertical-align:bottom}
+.num{text-align:right;font-variant-numeric:tabular-nums}
+.accounts{min-width:100%}
+.accounts th:first-child,.accounts td:first-child{position:sticky;left:0;background:#fff;
+box-shadow:1px 0 0 #eee}
+.accounts tfoot td{font-weight:600;border-top:2px solid #ccc;border-bottom:0}
+.neg{color:#a93226}
+.how{font-size:14px;color:#444;margin:12px 0 0}
+.how li{margin:4px 0}
+.downloads{margin:12px 0 0;font-size:15px}
+.downloads a{display:inline-block;margin:4px 12px 4px 0;color:#1a5276}
+.figs{display:grid;grid-template-columns:minmax(0,1fr);gap:18px}
+@media (min-width:1000px){.figs{grid-template-columns:repeat(2,minmax(0,1fr))}}
+figure{background:#fff;border-radius:10px;padding:12px;margin:0;
+box-shadow:0 1px 3px rgba(0,0,0,.08);min-width:0}
+figure img{display:block;width:100%;max-width:100%;height:auto}
+figcaption{font-size:15px;color:#333;margin-top:8px}
 figcaption b{display:block;font-size:17px;margin-bottom:4px}
-table{border-collapse:collapse;font-size:13px;background:#fff}
-td,th{padding:4px 10px;border-bottom:1px solid #eee;text-align:left}
+.stages{padding-left:20px;margin:0}
+.stages li{margin:8px 0}
 .notrun{color:#c0392b;font-weight:600}
-details{margin:12px 0}
+details{margin:14px 0}
+summary{cursor:pointer;font-weight:600;padding:6px 0}
+.wrap{white-space:normal;overflow-wrap:anywhere}
+.hint{display:none;font-size:13px;color:#666;margin:0 0 6px}
+@media (max-width:700px){.hint{display:block}}
+@media (max-width:480px){main{padding:12px}table{font-size:13px}th,td{padding:5px 8px}
+.card b{font-size:20px}}
 """
 
 
 def _headline(data: ReportData) -> list[tuple[str, str]]:
     """The headline numbers: (value, what it is), most telling first."""
     s = data.summary
+    cur = data.currency
     saved = None
     if s.get("grid_import_wh_with_trading") is not None:
         saved = s["grid_import_wh_without_trading"] - s["grid_import_wh_with_trading"]
-    saved_eur = None
+    buyers = sellers = None
     if data.statements:
-        bought = sum(x.get("bought_wh", 0) for x in data.statements.values())
-        paid = sum(x.get("paid_microticks", 0) for x in data.statements.values()) / 1e6
-        saved_eur = round((bought * data.grid_price / 1000 - paid) * TICK_CT / 100, 2)
+        accounts = home_accounts(data)
+        buyers = cur.format(sum((a.saved_buying for a in accounts), Decimal(0)))
+        sellers = cur.format(sum((a.saved_selling for a in accounts), Decimal(0)))
+    avg = s.get("avg_price")
+    avg_text = None if avg is None else cur.format(cur.from_ticks(Decimal(str(avg))), decimals=3)
+    tariffs = (
+        f"grid: {cur.format(cur.from_ticks(data.grid_price))}, "
+        f"feed-in: {cur.format(cur.from_ticks(data.feed_in_price))}"
+    )
     cards = [
         (_fmt(s.get("homes")), "homes"),
         (
@@ -298,28 +537,201 @@ def _headline(data: ReportData) -> list[tuple[str, str]]:
         ),
         (_fmt(None if saved is None else saved / 1000, " kWh"), "less bought from the grid"),
         (_fmt(s.get("self_sufficiency_pct"), " %"), "of the neighbourhood's use met locally"),
-        (
-            _fmt(None if s.get("avg_price") is None else s["avg_price"] * TICK_CT, " ct/kWh"),
-            f"average price paid between neighbours (grid: {data.grid_price * TICK_CT:.0f} ct)",
-        ),
+        (_fmt(avg_text), f"average price per kWh between neighbours ({tariffs})"),
         (
             _fmt(None if s.get("carbon_mg") is None else s["carbon_mg"] / 1e6, " kg"),
             "CO2 credited (820 g per kWh)",
         ),
-        (_fmt(saved_eur, " EUR"), "saved by buyers against the grid tariff"),
-        (_fmt(s.get("trades")), f"trades, {_fmt(s.get('defaults'))} defaulted"),
+        (_fmt(buyers), "saved by buyers against the grid tariff"),
+        (_fmt(sellers), "earned by sellers above the feed-in tariff"),
+        (_fmt(s.get("trades")), f"trades, {_fmt(s.get('defaults'))} fell short"),
         (
             f"{_fmt(s.get('batches_anchored'))} / {_fmt(s.get('batches'))}",
-            "settlement batches anchored on Soroban",
+            "batches of trades put on public record",
         ),
-        (_fmt(s.get("proofs_verified")), "range proofs verified"),
-        (_fmt(s.get("replay_ok")), "coordinator's replay agrees"),
+        (_fmt(s.get("proofs_verified")), "battery checks verified independently"),
+        (_fmt(s.get("replay_ok")), "independent re-check of the market agrees"),
     ]
     return cards
 
 
+def _stage_name(key: str) -> str:
+    """A stage key's plain name: its words before any parenthesis."""
+    return key.split(" (")[0].strip().capitalize()
+
+
+def _stage_text(key: str, value: str, data: ReportData) -> str:
+    """One stage of the run in plain words (summary.json keeps the technical line)."""
+    s = data.summary
+    word = key.split()[0].lower() if key.split() else ""
+    if not value.startswith("ran"):
+        names = {
+            "inputs": "Weather and household use",
+            "no-trading": "The comparison without trading",
+            "broker": "The messaging link",
+            "gateway": "The neighbourhood gateway",
+            "meters": "The meters",
+            "coordinator": "The independent check",
+            "soroban": "The public record",
+            "receipts": "The receipts",
+        }
+        return f"{names.get(word, _stage_name(key))}: did not run."
+    if word == "inputs":
+        return (
+            "Weather and household use: each home uses electricity like a standard household "
+            "profile (BDEW H0), and its solar panels produce what a typical year's weather gives."
+        )
+    if word == "no-trading":
+        return (
+            "Comparison: the same homes, weather and batteries were also run with trading "
+            "switched off, to show what trading changed."
+        )
+    if word == "broker":
+        return (
+            "Messaging: meters and the gateway talked over the same kind of message link (MQTT) "
+            "a real installation uses."
+        )
+    if word == "gateway":
+        trades = s.get("trades")
+        settled = f"settled {trades:,} trades" if isinstance(trades, int) else "settled the trades"
+        return (
+            "Neighbourhood gateway: took the meters' readings and the homes' orders, matched "
+            "buyers with sellers, checked that each seller's battery could cover the sale above "
+            f"its reserve without learning how full it is, and {settled}."
+        )
+    if word == "meters":
+        vm = " (in a MicroPython emulator, as on the device)" if "MicroPython" in value else ""
+        text = (
+            f"Meters: every battery home's meter ran its real firmware{vm} and checked each sale "
+            "itself before setting energy aside for it."
+        )
+        m = re.search(r"refusals[^0-9]*(\d+)", value)
+        if m:
+            n = int(m.group(1))
+            text += (
+                " Meters turned down none of the gateway's requests."
+                if n == 0
+                else f" Meters turned down {n:,} of the gateway's requests (a sale a meter turns "
+                "down is called off and never paid; a meter too busy to read a request is asked "
+                "again)."
+            )
+        return text
+    if word == "coordinator":
+        verdict = {
+            True: "it agreed with every batch",
+            False: "it did not agree with every batch (see the notes)",
+        }.get(s.get("replay_ok"), "see the notes for what it found")
+        return (
+            "Independent check: a separate coordinator re-checked every batch of trades the "
+            f"gateway sent, including running the market again from the gateway's records: "
+            f"{verdict}."
+        )
+    if word == "soroban":
+        return (
+            f"Public record: {_fmt(s.get('batches_anchored'))} of {_fmt(s.get('batches'))} "
+            "batches of trades were written to a blockchain record (Stellar Soroban; in this "
+            "simulation a local stand-in, so nothing was published)."
+        )
+    if word == "receipts":
+        return (
+            f"Receipts: {_fmt(s.get('receipts_verified'))} of {_fmt(s.get('trades'))} trades "
+            "have a receipt from the coordinator that proves the trade is in the recorded batch."
+        )
+    return f"{_stage_name(key)}: ran."
+
+
+def _amount(value: Decimal, cur: Currency) -> str:
+    text = html.escape(cur.format(value))
+    return (
+        f'<td class="num neg">{text}</td>'
+        if text.startswith("-")
+        else f'<td class="num">{text}</td>'
+    )
+
+
+def _accounts_html(data: ReportData, links: Sequence[str]) -> str:
+    """The per-home table, how "saved" is counted, and the links to the CSV files."""
+    cur = data.currency
+    if data.trading is None:
+        return '<section class="panel"><p>Trading did not run: no home traded.</p></section>'
+    accounts = home_accounts(data)
+    head = (
+        "<thead><tr><th>Home</th><th class=num>Earned</th><th class=num>Paid</th>"
+        "<th class=num>Saved</th><th class=num>Net</th><th class=num>Sold<br>kWh</th>"
+        "<th class=num>Delivered<br>kWh</th><th class=num>Fell<br>short</th>"
+        "<th class=num>Bought<br>kWh</th></tr></thead>"
+    )
+
+    def row(name: str, parts: Sequence[HomeAccount]) -> str:
+        def money(attr: str) -> Decimal:
+            return sum((getattr(p, attr) for p in parts), Decimal(0))
+
+        return (
+            f"<tr><td>{html.escape(name)}</td>"
+            + "".join(_amount(money(k), cur) for k in ("earned", "paid", "saved", "net"))
+            + f"<td class=num>{_kwh(sum(p.sold_wh for p in parts))}</td>"
+            f"<td class=num>{_kwh(sum(p.delivered_wh for p in parts))}</td>"
+            f"<td class=num>{sum(p.defaults for p in parts):,}</td>"
+            f"<td class=num>{_kwh(sum(p.bought_wh for p in parts))}</td></tr>"
+        )
+
+    body = "".join(row(a.home, [a]) for a in accounts)
+    foot = row("All homes", accounts)
+    table = (
+        '<p class="hint">Swipe the table sideways for the energy figures.</p>'
+        f'<div class="scroll"><table class="accounts">{head}<tbody>{body}</tbody>'
+        f"<tfoot>{foot}</tfoot></table></div>"
+    )
+    grid = cur.format(cur.from_ticks(data.grid_price))
+    feed = cur.format(cur.from_ticks(data.feed_in_price))
+    commission = cur.format(cur.from_microticks(sum(int(t["commission"]) for t in data.trades)))
+    fee = cur.format(cur.from_microticks(sum(int(t["grid_fee"]) for t in data.trades)))
+    fees = ""
+    if data.trades:
+        fees = (
+            "<li><b>All homes</b>: money only moves between neighbours, except the community "
+            f"pool's commission on each sale ({html.escape(commission)} in all) and the grid "
+            f"operator's network fee buyers pay per kWh ({html.escape(fee)}): together they "
+            "are why the homes' net adds up to less than zero.</li>"
+        )
+    how = (
+        '<ul class="how">'
+        "<li><b>Sold</b>: energy the home sold to neighbours; <b>delivered</b>: what its meter "
+        "measured going out for those sales; <b>fell short</b>: sales where the meter measured "
+        "less than was sold (the sale is still paid in full).</li>"
+        "<li><b>Earned</b>: paid to the home for its sales, after the community pool's "
+        "commission. <b>Paid</b>: what it paid neighbours for energy, including the grid "
+        "operator's network fee. <b>Net</b> = earned - paid.</li>"
+        f"<li><b>Saved</b>, as a buyer: what the energy that reached the home would have cost "
+        f"from the grid at {html.escape(grid)} per kWh, minus what it paid. As a seller: what it "
+        f"earned, minus what the grid's feed-in tariff of {html.escape(feed)} per kWh would have "
+        "paid for the energy it delivered. Both compare with the grid's prices only: they leave "
+        "out that energy sold from a battery is no longer there for the home's own use later."
+        "</li>"
+        f"{fees}"
+        f"<li>Amounts in {html.escape(cur.code)}, rounded to the cent for display only.</li>"
+        "</ul>"
+    )
+    downloads = ""
+    if links:
+        downloads = (
+            '<p class="downloads">Download: '
+            + "".join(
+                f'<a href="{html.escape(name)}" download>{html.escape(label)}</a>'
+                for name, label in (
+                    (TRADES_CSV, "every trade (trades.csv)"),
+                    (STATEMENTS_CSV, "this table (statements.csv)"),
+                )
+                if name in links
+            )
+            + "</p>"
+        )
+    return f'<section class="panel">{table}{how}{downloads}</section>'
+
+
 def write_report(path: Path, data: ReportData) -> None:
-    """Write the self-contained HTML report for ``data`` to ``path``."""
+    """Write the self-contained HTML report for ``data`` to ``path``. It links the CSV files
+    (:func:`write_csvs`) that exist beside it when it is written."""
     s = data.summary
     figs = _figures(data)
     end = data.start + timedelta(days=data.days - 1)
@@ -327,13 +739,13 @@ def write_report(path: Path, data: ReportData) -> None:
     card_html = "".join(
         f'<div class="card"><b>{v}</b><span>{html.escape(t)}</span></div>' for v, t in cards
     )
-    stage_rows = "".join(
-        f'<tr><td>{html.escape(k)}</td><td class="{"" if v.startswith("ran") else "notrun"}">'
-        f"{html.escape(v)}</td></tr>"
+    stage_items = "".join(
+        ("<li>" if v.startswith("ran") else '<li class="notrun">')
+        + f"{html.escape(_stage_text(k, v, data))}</li>"
         for k, v in data.stages.items()
     )
     summary_rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>"
+        f'<tr><td>{html.escape(k)}</td><td class="wrap">{_fmt(v)}</td></tr>'
         for k, v in s.items()
         if not isinstance(v, dict | list)
     )
@@ -349,20 +761,21 @@ def write_report(path: Path, data: ReportData) -> None:
                 f"{h.annual_kwh:,.0f}",
                 f"{h.pv_kwp:g}" if h.pv_kwp else "-",
                 f"{h.battery.capacity_wh / 1000:g}" if h.battery else "-",
-                "manual orders" if h.manual else ("policy" if h.battery else "home app"),
+                "by hand" if h.manual else ("automatically" if h.battery else "home app"),
             )
         )
         + "</tr>"
         for h in data.homes
     )
     home_table = (
-        "<tr><th>home</th><th>kind</th><th>persons</th><th>kWh/year</th><th>PV kWp</th>"
-        f"<th>battery kWh</th><th>sells / buys via</th></tr>{home_rows}"
+        "<tr><th>Home</th><th>Kind</th><th>Persons</th><th>kWh a year</th><th>Solar kWp</th>"
+        f"<th>Battery kWh</th><th>Sells / buys</th></tr>{home_rows}"
     )
     kinds: dict[str, int] = {}
     for h in data.homes:
         kinds[h.kind] = kinds.get(h.kind, 0) + 1
     mix = ", ".join(f"{v} {k}" for k, v in sorted(kinds.items()))
+    links = [n for n in (TRADES_CSV, STATEMENTS_CSV) if (path.parent / n).is_file()]
 
     def fig(key: str, title: str, caption: str) -> str:
         return (
@@ -371,11 +784,10 @@ def write_report(path: Path, data: ReportData) -> None:
             "</figure>"
         )
 
-    battery_title = "Batteries over the run"
     captions = [
         fig(
             "soc",
-            battery_title,
+            "Batteries over the run",
             "Each line is one home's battery. They fill up from the roof around midday and "
             "empty through the evening; sales never take a battery below the dashed 20 % reserve.",
         ),
@@ -383,9 +795,9 @@ def write_report(path: Path, data: ReportData) -> None:
             "market",
             "What was traded, and at what price",
             "Green bars: energy sold between neighbours in each 15-minute slot. Orange dots: "
-            "the average price those trades cleared at. Grey line: the reference price the "
-            "gateway sets (it rises as the neighbourhood's batteries run low). Red dotted line: "
-            "what the grid charges.",
+            "the average price those trades were made at. Grey line: the reference price the "
+            "gateway sets (it rises as the neighbourhood's batteries run low). Dotted lines: "
+            "what the grid charges (red) and what it pays for energy fed in (blue).",
         ),
         fig(
             "grid",
@@ -396,12 +808,13 @@ def write_report(path: Path, data: ReportData) -> None:
         fig(
             "earnings",
             "Who earned what",
-            "Green: what each home received for the energy it sold. Purple: what it paid its "
+            "Green: what each home earned from the energy it sold. Purple: what it paid its "
             "neighbours, with the dashed outline showing what the grid would have charged for "
             "the same energy: the gap is what buying locally saved.",
         ),
     ]
     plural = "s" if data.days != 1 else ""
+    when = f"{data.start:%A %d %B}" + (f" to {end:%A %d %B}" if data.days > 1 else "")
     notes_html = (
         f"<details open><summary>Notes</summary><ul>{notes}</ul></details>" if notes else ""
     )
@@ -409,24 +822,29 @@ def write_report(path: Path, data: ReportData) -> None:
     body = "".join(
         [
             '<!doctype html><html lang="en"><head><meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width,initial-scale=1">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body><main>",
             f"<h1>{s.get('homes')} neighbours, {data.days} day{plural} of sharing energy</h1>",
-            f'<p class="lede">{data.start:%A %d %B} to {end:%A %d %B} (simulated; seed '
-            f"{s.get('seed')}). Homes: {html.escape(mix)}. Household use follows the BDEW H0 "
-            "profile, solar output is computed from a typical-year weather file; every trade "
-            "went through the gateway's market.</p>",
+            f'<p class="lede">{when} (simulated; seed '
+            f"{s.get('seed')}). Homes: {html.escape(mix)}. Household use follows a standard "
+            "household profile and solar output a typical year's weather; every trade went "
+            "through the neighbourhood's market, as it would for real.</p>",
             f'<div class="cards">{card_html}</div>',
+            '<h2 id="homes">What each home earned and saved</h2>',
+            _accounts_html(data, links),
+            '<h2>The run in pictures</h2><div class="figs">',
             *captions,
-            f"<details><summary>The homes</summary><table>{home_table}</table></details>",
-            f"<details open><summary>Stages of the run</summary><table>{stage_rows}</table>",
-            "</details>",
-            "<details><summary>All figures (summary.json)</summary>",
-            f"<table>{summary_rows}</table></details>",
+            "</div>",
+            '<h2>How the run went</h2><section class="panel">',
+            f'<ul class="stages">{stage_items}</ul></section>',
+            "<details><summary>The homes</summary>",
+            f'<div class="scroll"><table>{home_table}</table></div></details>',
+            "<details><summary>All figures (as in summary.json)</summary>",
+            f'<div class="scroll"><table>{summary_rows}</table></div></details>',
             notes_html,
             "</main></body></html>\n",
         ]
     )
     tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(body)
+    tmp.write_text(body, encoding="utf-8")
     tmp.replace(path)

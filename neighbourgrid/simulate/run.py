@@ -1,9 +1,13 @@
 """The run: the baseline, the trading path through every part, the coordinator's checks, the
 report. See docs/simulate.md for the sequence and what each stage uses.
 
-Time is simulated and compressed (:class:`SimClock`): the clock jumps from one 15-minute
-interval to the next once the system is quiet, and between jumps it moves with real time, so the
-gateway's lock timeouts still mean milliseconds. Every part takes its time from this clock.
+Time is simulated (:class:`SimClock`) and stands still between the simulation's jumps, and the
+simulation decides the order in which messages reach the gateway: the meters are stepped one at
+a time in the homes' order, each until the gateway has taken what it sent, and the homes' orders
+are placed one after the other while no meter runs. So the same seed and inputs give the same
+order log, trades and figures on every run and machine, whatever the scheduler does. The meters
+and the gateway each have a view of the clock: at an interval's start the meters move first
+(their reports and deliveries come in), then the gateway's timer closes the interval.
 """
 
 from __future__ import annotations
@@ -20,29 +24,41 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from edge.errors import ConfigError, NgridError
-from neighbourgrid.simulate.homes import Home, make_homes
+from neighbourgrid.simulate.homes import Home
 from neighbourgrid.simulate.inputs import INTERVAL_S, INTERVALS_PER_DAY, interval_index
 from neighbourgrid.simulate.physics import Neighbourhood, run_baseline
 from neighbourgrid.simulate.report import (
     ReportData,
+    write_csvs,
     write_overview_png,
     write_report,
     write_summary,
+)
+from neighbourgrid.simulate.scenario import (
+    MAX_HOMES,
+    MIN_HOMES,
+    Scenario,
+    Tariff,
+    Trading,
+    default_scenario,
+    describe,
 )
 
 __all__ = ["EmbeddedBroker", "SimClock", "SimConfig", "SimulationError", "run"]
 
 log = logging.getLogger("neighbourgrid.simulate")
 
-GRID_PRICE = 320  # ticks/kWh (32 ct): what a home pays the grid
-FEED_IN_PRICE = 80  # ticks/kWh (8 ct): what the grid pays for exported energy
+# The default tariff (a scenario's [tariff] replaces it), ticks/kWh: what a home pays the grid
+# (320: 32 ct) and what the grid pays for exported energy (80: 8 ct).
+GRID_PRICE = Tariff().grid_price
+FEED_IN_PRICE = Tariff().feed_in_price
 GATEWAY_ID = "gw-sim"
 BATCH_INTERVALS = 8  # a settlement batch every two simulated hours
 
@@ -55,7 +71,10 @@ class SimulationError(NgridError):
 class SimConfig:
     """``homes`` and ``days`` from ``start`` with the home mix of ``seed``; outputs in ``out``;
     ``broker`` an MQTT URL (None: embedded broker); ``vm`` runs the firmware in the MicroPython
-    VM; ``progress`` draws a progress bar on stderr."""
+    VM; ``progress`` draws a progress bar on stderr. ``scenario`` (a scenario file,
+    :func:`neighbourgrid.simulate.scenario.load_scenario`) gives the homes, location, weather,
+    tariff and currency; None is ``default_scenario(homes, seed)``. ``seed`` also seeds the
+    prices the scenario's homes do not set."""
 
     homes: int = 24
     days: int = 2
@@ -65,11 +84,13 @@ class SimConfig:
     vm: bool = False
     start: date = date(2025, 4, 11)
     progress: bool = True
+    scenario: Scenario | None = None
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the bad option."""
-        if not 2 <= self.homes <= 200:
-            raise ConfigError("must be 2..200", key="homes")
+        count = self.homes if self.scenario is None else len(self.scenario.homes)
+        if not MIN_HOMES <= count <= MAX_HOMES:
+            raise ConfigError(f"must be {MIN_HOMES}..{MAX_HOMES}", key="homes")
         if not 1 <= self.days <= 14:
             raise ConfigError("must be 1..14", key="days")
         if self.broker is not None:
@@ -79,27 +100,33 @@ class SimConfig:
         except ValueError as err:
             raise ConfigError(str(err), key="start") from None
 
+    def scenario_or_default(self) -> Scenario:
+        """``scenario``, or today's generated mix: ``default_scenario(homes, seed)``."""
+        if self.scenario is not None:
+            return self.scenario
+        return default_scenario(self.homes, self.seed)
+
 
 class SimClock:
-    """Simulated milliseconds since the Unix epoch.
+    """Simulated milliseconds since the Unix epoch, moved only by :meth:`jump`.
 
-    :meth:`jump` sets the time; afterwards it advances with real (monotonic) time, never past
-    ``cap`` if one is set. Callable: ``clock()`` is the current simulated time.
+    Callable: ``clock()`` is the current simulated time. It does not move with real time, so
+    how fast this machine is changes nothing the parts decide (the simulation is reproducible).
     """
 
     def __init__(self, start_ms: int) -> None:
-        self._base = start_ms
-        self._real0 = time.monotonic_ns()
-        self.cap: int | None = None
+        self._now = start_ms
 
-    def jump(self, ms: int, *, cap: int | None = None) -> None:
-        self._base = ms
-        self._real0 = time.monotonic_ns()
-        self.cap = cap
+    def jump(self, ms: int) -> None:
+        self._now = ms
 
     def __call__(self) -> int:
-        now = self._base + (time.monotonic_ns() - self._real0) // 1_000_000
-        return now if self.cap is None else min(now, self.cap)
+        return self._now
+
+
+def _trade_number(lock: Any) -> int:
+    """The n of trade id ``t<n>`` (the engine numbers trades in the order it makes them)."""
+    return int(lock.trade[1:])
 
 
 # ---------------------------------------------------------------------------- homes' behaviour
@@ -116,23 +143,34 @@ class Behaviour:
     buy_price: int | None
 
 
-def behaviours(homes: Sequence[Home], seed: int) -> dict[str, Behaviour]:
-    """Seeded prices: sellers ask 110-170 ticks/kWh (above the 80 feed-in tariff), buyers bid
-    230-300 (below the 320 grid tariff)."""
+def behaviours(
+    homes: Sequence[Home], seed: int, trading: Trading | None = None
+) -> dict[str, Behaviour]:
+    """Seeded prices from ``trading``'s ranges (default: sellers ask 110-170 ticks/kWh, above
+    the 80 feed-in tariff, buyers bid 230-300, below the 320 grid tariff); a price a home sets
+    itself (a scenario file's) replaces the draw, and every home is drawn for either way, so
+    the others' prices do not depend on which homes set theirs."""
     import random
 
+    ranges = trading or Trading()
+    step = ranges.step
     rng = random.Random(seed * 7919 + 1)
     out = {}
     for home in homes:
         if home.battery is not None:
+            above = rng.choice(ranges.sell_above_bp)
+            price = rng.randrange(ranges.sell_price[0], ranges.sell_price[1] + 1, step)
             out[home.id] = Behaviour(
-                sell_above_bp=rng.choice((5_000, 6_000, 7_000)),
-                sell_price=rng.randrange(110, 171, 5),
+                sell_above_bp=above if home.sell_above_bp is None else home.sell_above_bp,
+                sell_price=price if home.sell_price is None else home.sell_price,
                 buy_price=None,
             )
         else:
+            price = rng.randrange(ranges.buy_price[0], ranges.buy_price[1] + 1, step)
             out[home.id] = Behaviour(
-                sell_above_bp=None, sell_price=None, buy_price=rng.randrange(230, 301, 5)
+                sell_above_bp=None,
+                sell_price=None,
+                buy_price=price if home.buy_price is None else home.buy_price,
             )
     return out
 
@@ -173,8 +211,15 @@ def run(config: SimConfig) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(f"cannot create {out}: {err.strerror}", key="out") from None
-    homes = make_homes(config.homes, config.seed)
-    baseline = run_baseline(homes=homes, start=config.start, days=config.days)
+    scenario = config.scenario_or_default()
+    homes = list(scenario.homes)
+    baseline = run_baseline(
+        homes=homes,
+        start=config.start,
+        days=config.days,
+        weather=scenario.weather,
+        location=scenario.location,
+    )
     live = asyncio.run(_live(config, homes))
     summary = _summary(config, homes, baseline, live)
     stored_less = summary["battery_wh_end_without_trading"] - summary["battery_wh_end_with_trading"]
@@ -185,6 +230,13 @@ def run(config: SimConfig) -> dict[str, Any]:
             "baseline still had stored."
         )
     write_summary(out / "summary.json", summary)
+    from edge.gateway.ledger import Ledger
+
+    ledger = Ledger(live.ledger_path)  # the gateway has stopped: read its trades for the CSVs
+    try:
+        trades = ledger.trades()
+    finally:
+        ledger.close()
     data = ReportData(
         homes=homes,
         start=config.start,
@@ -197,9 +249,13 @@ def run(config: SimConfig) -> dict[str, Any]:
         statements=live.statements,
         summary=summary,
         stages=live.stages,
-        grid_price=GRID_PRICE,
+        grid_price=scenario.tariff.grid_price,
+        feed_in_price=scenario.tariff.feed_in_price,
+        currency=scenario.currency,
+        trades=trades,
         notes=live.notes,
     )
+    write_csvs(out, data)
     write_report(out / "report.html", data)
     write_overview_png(out / "report.png", data)
     return summary
@@ -238,18 +294,22 @@ def _gateway_document(
     password: str | None,
     coordinator_url: str,
 ) -> dict[str, Any]:
+    """The gateway's configuration for ``directory/gateway.toml``; writes its key beside it.
+    Paths are relative to that directory (docs/gateway.md, "Paths in configuration files")."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    key_path = directory / "gateway.key"
-    key_path.write_bytes(
+    from edge.configfile import atomic_write_bytes
+
+    atomic_write_bytes(
+        directory / "gateway.key",
         Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
-        )
+        ),
+        mode=0o600,
     )
-    os.chmod(key_path, 0o600)
     mqtt: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -270,21 +330,22 @@ def _gateway_document(
     return {
         "gateway": {
             "id": GATEWAY_ID,
-            "signing_key": str(key_path),
-            "data_dir": str(directory),
+            "signing_key": "gateway.key",
+            "data_dir": ".",
             "log_level": "warning",
         },
         "mqtt": mqtt,
         "api": {"host": "127.0.0.1", "port": 0},
         "market": {"interval_s": INTERVAL_S},
-        # Lock timeouts run on the compressed clock, which moves with real time inside an
-        # interval: 20 s leaves room for proofs queued behind each other on a busy machine.
-        "locks": {"timeout_ms": 20_000},
+        # The clock stands still while the meters answer (module docstring), so a lock times
+        # out only if its meter never answers. Each interval's orders are placed before any
+        # meter runs, so a busy seller's queue may hold many lock commands.
+        "locks": {"timeout_ms": 20_000, "queue_max": 10_000},
         # Telemetry is stamped at interval boundaries on the simulated clock.
         "telemetry": {"max_age_s": INTERVAL_S, "max_future_s": 5, "stale_after_s": INTERVAL_S * 2},
         # The gateway's own batch timer, on the simulated clock: a batch every two simulated
         # hours (and at max_trades, its default); the simulation seals the rest at the end.
-        "batch": {"every_s": BATCH_INTERVALS * INTERVAL_S},
+        "batch": {"every_s": BATCH_INTERVALS * INTERVAL_S, "max_trades": 100_000},
         "coordinator": {"url": coordinator_url, "backoff_initial_s": 0.2, "backoff_max_s": 2},
         "meters": [
             {
@@ -301,17 +362,11 @@ def _gateway_document(
     }
 
 
-def _toml(data: dict[str, Any]) -> str:
-    lines: list[str] = []
-    for name, value in data.items():
-        if isinstance(value, list):
-            for item in value:
-                lines.append(f"\n[[{name}]]")
-                lines += [f"{k} = {json.dumps(v)}" for k, v in item.items()]
-        else:
-            lines.append(f"\n[{name}]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in value.items()]
-    return "\n".join(lines).lstrip() + "\n"
+def _write_config(path: Path, document: dict[str, Any]) -> Path:
+    """Write a configuration document as TOML (edge.configfile: tomli-w, atomic, 0600)."""
+    from edge.configfile import write_toml
+
+    return write_toml(path, document, mode=0o600)
 
 
 async def _until(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -372,33 +427,75 @@ class EmbeddedBroker:
 
 
 async def _live(config: SimConfig, homes: Sequence[Home]) -> LiveResult:
-    for sub in ("gateway", "meters", "coordinator"):
+    for sub in ("gateway", "meters", "coordinator", "broker"):
         if (config.out / sub).exists():
             shutil.rmtree(config.out / sub)
-    async with _chain_and_coordinator(config.out) as (url, admin, _):
-        return await _live_path(config, homes, coordinator_url=url, admin_token=admin)
+    with _broker(config) as broker:
+        async with _chain_and_coordinator(config.out) as (url, admin, _):
+            return await _live_path(
+                config, homes, broker=broker, coordinator_url=url, admin_token=admin
+            )
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where the run's MQTT broker listens, its login (None: anonymous) and what it is."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    kind: str
+
+
+@contextlib.contextmanager
+def _broker(config: SimConfig) -> Iterator[BrokerAddress]:
+    """The broker at ``--broker``; else a Mosquitto started for the run on a free loopback port
+    (its files in ``out/broker``); else, where Mosquitto is not installed, amqtt in a thread."""
+    from hil.mosquitto import find_mosquitto, running_mosquitto
+
+    if config.broker is not None:
+        host, port, username, password = _parse_broker(config.broker)
+        yield BrokerAddress(host, port, username, password, "the broker at --broker")
+        return
+    if find_mosquitto()[0] is not None:
+        with running_mosquitto(config.out / "broker") as mosquitto:
+            yield BrokerAddress(
+                mosquitto.host, mosquitto.port, None, None, "Mosquitto, started for the run"
+            )
+        return
+    embedded = EmbeddedBroker(port=_free_port())
+    embedded.start()
+    try:
+        yield BrokerAddress(
+            embedded.host, embedded.port, None, None, "amqtt in-process (no Mosquitto found)"
+        )
+    finally:
+        embedded.stop()
 
 
 async def _live_path(
-    config: SimConfig, homes: Sequence[Home], *, coordinator_url: str, admin_token: str
+    config: SimConfig,
+    homes: Sequence[Home],
+    *,
+    broker: BrokerAddress,
+    coordinator_url: str,
+    admin_token: str,
 ) -> LiveResult:
     import aiohttp
 
-    from edge.gateway.config import parse_config
+    from edge.gateway.config import load_config
     from edge.gateway.service import GatewayService
     from neighbourgrid.simulate.fleet import CPythonFleet, Fleet, FleetError, VmFleet
 
     out = config.out
     gw_dir = out / "gateway"
     gw_dir.mkdir(parents=True)
-    plan = behaviours(homes, config.seed)
+    scenario = config.scenario_or_default()
+    plan = behaviours(homes, config.seed, scenario.trading)
     keys = {h.id: secrets.token_bytes(32) for h in homes}
     tokens = {h.id: secrets.token_urlsafe(24) for h in homes}
-    broker: EmbeddedBroker | None = None
-    if config.broker is None:
-        host, port, username, password = "127.0.0.1", _free_port(), None, None
-    else:
-        host, port, username, password = _parse_broker(config.broker)
+    host, port, username, password = broker.host, broker.port, broker.username, broker.password
     doc = _gateway_document(
         config,
         homes,
@@ -412,56 +509,95 @@ async def _live_path(
         password=password,
         coordinator_url=coordinator_url,
     )
-    (gw_dir / "gateway.toml").write_text(_toml(doc))
-    os.chmod(gw_dir / "gateway.toml", 0o600)
-    gw_config = parse_config(doc, base=gw_dir)
+    # The gateway runs on the file as written, read back as `ngrid gateway run` reads it.
+    gw_config = load_config(_write_config(gw_dir / "gateway.toml", doc))
     stages: dict[str, str] = {
         "inputs (BDEW H0, pvlib TMY3)": "ran",
         "no-trading baseline": "ran",
     }
-    hood = Neighbourhood(homes=homes, start=config.start, days=config.days)
+    hood = Neighbourhood(
+        homes=homes,
+        start=config.start,
+        days=config.days,
+        weather=scenario.weather,
+        location=scenario.location,
+    )
     t0 = _start_ms(config.start)
-    clock = SimClock(t0 - 3000)
-    clock.cap = t0 - 2500  # start-up takes real time; the first report must come before t0-1s
+    # Two views of the simulated clock (see the module docstring): the meters' and the
+    # gateway's. Both stand still between the simulation's jumps.
+    meter_clock = SimClock(t0 - 3000)
+    gateway_clock = SimClock(t0 - 3000)
     for name in ("amqtt", "transitions", "edge.gateway", "aiohttp.access"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    if config.broker is None:
-        broker = EmbeddedBroker(host=host, port=port)
-        broker.start()
-        stages["broker"] = f"ran (embedded amqtt on {host}:{port})"
-    else:
-        stages["broker"] = f"ran ({host}:{port})"
-    service = GatewayService(config=gw_config, clock=clock, tick_s=0.01, handle_signals=False)
+    stages["broker"] = f"ran ({broker.kind})"
+    service = GatewayService(
+        config=gw_config, clock=gateway_clock, tick_s=0.01, handle_signals=False
+    )
     gw_task = asyncio.create_task(service.run(), name="gateway")
     fleet: Fleet = (
-        VmFleet(directory=out / "meters", clock=clock)
+        VmFleet(directory=out / "meters", clock=meter_clock)
         if config.vm
-        else CPythonFleet(directory=out / "meters", clock=clock)
+        else CPythonFleet(directory=out / "meters", clock=meter_clock)
     )
-    meter_ids: list[str] = []
+    meter_of: dict[str, str] = {}  # home -> its meter id, in the homes' order
     close_notes: list[str] = []
     traded_wh = [0] * hood.intervals
     clearing: list[float | None] = [None] * hood.intervals
     reference: list[int | None] = [None] * hood.intervals
     app_orders = manual_orders = 0
 
-    async def pump(until: Callable[[], bool], *, timeout: float, what: str) -> None:
-        """Step every meter's firmware until ``until()`` holds."""
+    def stuck(what: str) -> SimulationError:
+        refused = service.status()["refusals"]
+        return SimulationError(
+            f"timed out waiting for {what} (gateway refusals: {refused or 'none'})"
+        )
+
+    async def step_meter(home: str, *, timeout: float, what: str) -> None:
+        """Step ``home``'s firmware once; if it published, wait until the gateway has taken
+        every message it sent, so that the next meter's messages come after them."""
+        meter = meter_of[home]
+        before = fleet.published_seq(home)
+        await fleet.step_one(home)
+        after = fleet.published_seq(home)
+        if after == before:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                while service.meter_seq(meter) < after:
+                    await asyncio.sleep(0.0005)
+        except TimeoutError:
+            raise stuck(what) from None
+
+    async def drain_commands(*, timeout: float) -> None:
+        """Deliver the gateway's commands meter by meter, in the homes' order, each meter
+        until it has acknowledged everything sent to it; again while a void (a refused lock)
+        brings new trades; then wait for the proofs and settlements."""
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    await fleet.step()
-                    if until():
-                        return
-                    await asyncio.sleep(0.002)
+                    again = False
+                    for home, meter in meter_of.items():
+                        while service.commands_outstanding(meter):
+                            again = True
+                            before = fleet.published_seq(home)
+                            await step_meter(home, timeout=timeout, what="a meter's acks")
+                            if fleet.published_seq(home) == before:
+                                await asyncio.sleep(0.0005)  # the command is on its way
+                    if not again:
+                        if service.idle:
+                            return
+                        await asyncio.sleep(0.002)  # proofs and settlements in hand
         except TimeoutError:
-            refused = service.status()["refusals"]
-            raise SimulationError(
-                f"timed out waiting for {what} (gateway refusals: {refused or 'none'})"
-            ) from None
+            raise stuck("locks to be acknowledged and settled") from None
 
-    def seqs() -> dict[str, int]:
-        return {m: (s if (s := service.telemetry_seq(m)) is not None else -1) for m in meter_ids}
+    async def gateway_at(ms: int, *, until: Callable[[], bool] = lambda: True, what: str) -> None:
+        """Move the gateway's clock to ``ms`` and wait until its timer has acted on it: a tick
+        at ``ms``, ``until()``, a batch it sealed stored and what that lets go pruned."""
+        gateway_clock.jump(ms)
+        await _until(lambda: (service.ticked_at or 0) >= ms and until(), timeout=60, what=what)
+        await service.quiesce()  # a batch sealed by the timer is stored
+        await _until(lambda: not service.prune_waiting, timeout=60, what=what)
+        await service.quiesce()  # and what it lets go is pruned
 
     try:
         await _until(
@@ -489,7 +625,7 @@ async def _live_path(
             if home.battery is None:
                 continue
             battery = hood.batteries[home.id]
-            meter_ids.append(f"m-{home.id}")
+            meter_of[home.id] = f"m-{home.id}"
             await fleet.add(
                 home=home.id,
                 config={
@@ -508,11 +644,14 @@ async def _live_path(
                 soc=lambda b=battery: b.soc_bp,  # type: ignore[misc]
                 seed=config.seed * 1000 + i,
             )
-        await pump(
-            lambda: fleet.connected() and min(seqs().values(), default=0) >= 0,
-            timeout=30,
-            what="the meters to connect and report",
-        )
+            # Connected and reported, one meter after the other.
+            try:
+                async with asyncio.timeout(30):
+                    while service.telemetry_seq(meter_of[home.id]) is None:
+                        await step_meter(home.id, timeout=30, what="the meters to report")
+                        await asyncio.sleep(0.001)
+            except TimeoutError:
+                raise stuck(f"meter m-{home.id} to connect and report") from None
         stages["meters"] = f"ran ({fleet.kind})"
         api = f"http://127.0.0.1:{service.api_port}"
         progress = _progress(config, hood.intervals)
@@ -521,33 +660,31 @@ async def _live_path(
             for k in range(hood.intervals + 1):
                 start_k = t0 + k * interval_ms
                 interval_no = start_k // interval_ms
-                # 1. the last second of the previous interval: the firmware counts the
+                # 1. the last second of the previous interval: each meter in turn counts the
                 #    interval's pulses (crediting exports to its locks) and reports its state
-                clock.jump(start_k - 1000, cap=start_k - 1)
-                before = seqs()
-                await pump(
-                    lambda b=before: all(  # type: ignore[misc]
-                        s > b[m] for m, s in seqs().items()
-                    ),
-                    timeout=20,
-                    what="the gateway to take the meters' telemetry",
-                )
-                # 2. the interval begins: the meters report deliveries of the locks that
-                #    ended; the gateway closes the interval, decides them and runs policies
-                clock.jump(start_k, cap=start_k + interval_ms - 2000)
-                await pump(
-                    lambda n=interval_no: (
+                meter_clock.jump(start_k - 1000)
+                await gateway_at(start_k - 1000, what="the gateway's timer")
+                for home in meter_of:
+                    await step_meter(home, timeout=20, what="the gateway to take telemetry")
+                # 2. the interval begins for the meters: each in turn reports its state and
+                #    the deliveries of its locks that ended. Then for the gateway: it closes
+                #    the interval, decides what no report decided and runs its policies.
+                meter_clock.jump(start_k)
+                for home in meter_of:
+                    await step_meter(home, timeout=20, what="the meters' delivery reports")
+                await gateway_at(
+                    start_k,
+                    until=lambda n=interval_no: (
                         service.interval == n  # type: ignore[misc]
                         and not any(lk.interval < n for lk in service.locks())
                     ),
-                    timeout=30,
                     what="the gateway's interval tick and delivery decisions",
                 )
                 if k == hood.intervals:
                     break
                 reference[k] = service.reference_price or None
                 # 3. homes without a battery bid for their shortfall through the API; manual
-                #    sellers offer by hand in the evening
+                #    sellers offer by hand in the evening. The meters are not stepped meanwhile.
                 for home in homes:
                     b = plan[home.id]
                     if home.battery is None and b.buy_price is not None:
@@ -565,18 +702,19 @@ async def _live_path(
                                     session, api, tokens[home.id], "sell", wh, b.sell_price
                                 )
                                 manual_orders += 1
-                # 4. proofs, lock commands, the firmware's acks: until each trade is settled
-                #    or voided
-                await pump(lambda: service.idle, timeout=90, what="locks to be acknowledged")
-                # 5. physics: sellers deliver what their settled trades require
-                locks = service.locks(interval=interval_no)
+                # 4. lock commands, the firmware's acks (meter by meter), proofs: until each
+                #    trade is settled or voided
+                await drain_commands(timeout=120)
+                # 5. physics: sellers deliver what their settled trades require, shared out in
+                #    trade order (each meter credits its locks in the order it took them)
+                locks = sorted(service.locks(interval=interval_no), key=_trade_number)
                 sold: dict[str, int] = {}
                 for lk in locks:
                     sold[lk.seller] = sold.get(lk.seller, 0) + lk.wh
                 left = {hid: hood.deliverable_wh(hid, wh) for hid, wh in sold.items()}
                 received: dict[str, int] = {}
                 wh_sum = price_sum = 0
-                for lk in locks:  # settlement order, as the gateway shares them out
+                for lk in locks:
                     got = min(lk.wh, left[lk.seller])
                     left[lk.seller] -= got
                     received[lk.buyer] = received.get(lk.buyer, 0) + got
@@ -619,8 +757,6 @@ async def _live_path(
         with contextlib.suppress(Exception):
             async with asyncio.timeout(20):
                 await gw_task
-        if broker is not None:
-            broker.stop()
     result = LiveResult(
         hood=hood,
         stages=stages,
@@ -650,6 +786,10 @@ async def _live_path(
             result,
             receipts_path=out / "coordinator" / "receipts.jsonl",
         )
+    # registration.json and batches/: `ngrid coordinator verify <out>` checks the run offline.
+    from edge.gateway.export import export_for_verification
+
+    export_for_verification(gw_config, out)
     return result
 
 
@@ -696,7 +836,7 @@ async def _chain_and_coordinator(out: Path) -> AsyncIterator[tuple[str, str, str
     token, contract id). Files go to ``out/coordinator`` (config, key, store, chain)."""
     from stellar_sdk import Keypair
 
-    from coordinator.config import parse_config as parse_coordinator_config
+    from coordinator.config import load_config as load_coordinator_config
     from coordinator.service import running
     from coordinator.soroban import (
         LOCAL_PASSPHRASE,
@@ -726,47 +866,42 @@ async def _chain_and_coordinator(out: Path) -> AsyncIterator[tuple[str, str, str
             poll_interval_s=0.02,
         ) as submitter:
             contract_id = await deploy_anchor_contract(submitter=submitter)
-        document = {
-            "http": {"host": "127.0.0.1", "port": 0, "admin_token_file": "admin.token"},
-            "store": {"path": "coordinator.sqlite3"},
-            "soroban": {
-                "rpc_url": rpc.url,
-                "network_passphrase": LOCAL_PASSPHRASE,
-                "contract_id": contract_id,
-                "secret_file": "coordinator.secret",
-                "poll_interval_s": 0.02,
-                "retry_max_s": 0.5,
-            },
-            "market": {"interval_s": INTERVAL_S},
-        }
-        (directory / "coordinator.toml").write_text(_toml(document))
-        config = parse_coordinator_config(document, base=directory)
+        document = _coordinator_document(rpc_url=rpc.url, contract_id=contract_id)
+        # The coordinator runs on the file as written, read back as `serve --config` reads it.
+        config = load_coordinator_config(_write_config(directory / "coordinator.toml", document))
         async with running(config) as (_, url):
             yield url, admin, contract_id
 
 
-def _registration(gw_config: Any, meters: Sequence[str]) -> dict[str, Any]:
-    """The gateway's self-signed registration (the document ``ngrid provision gateway``
-    writes: canonical JSON signed with the gateway's Ed25519 key)."""
-    from cryptography.hazmat.primitives import serialization
+def _coordinator_document(*, rpc_url: str, contract_id: str) -> dict[str, Any]:
+    """The coordinator's configuration for ``coordinator/coordinator.toml``: its files
+    (admin token, secret key, store) are named relative to that directory."""
+    from coordinator.soroban import LOCAL_PASSPHRASE
 
-    from edge.gateway.service import load_signing_key
-    from provisioning.gateway import canonical_json
-
-    key = load_signing_key(gw_config.signing_key)
-    public = key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
-    request = {
-        "type": "ngrid.gateway.registration",
-        "version": 1,
-        "gateway_id": gw_config.id,
-        "key_algorithm": "ed25519",
-        "public_key": public.hex(),
-        "meters": list(meters),
-        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    return {
+        "http": {"host": "127.0.0.1", "port": 0, "admin_token_file": "admin.token"},
+        "store": {"path": "coordinator.sqlite3"},
+        "soroban": {
+            "rpc_url": rpc_url,
+            "network_passphrase": LOCAL_PASSPHRASE,
+            "contract_id": contract_id,
+            "secret_file": "coordinator.secret",
+            "poll_interval_s": 0.02,
+            "retry_max_s": 0.5,
+        },
+        "market": {"interval_s": INTERVAL_S},
     }
-    return request | {"signature": key.sign(canonical_json(request)).hex()}
+
+
+def _registration(gw_config: Any, meters: Sequence[str]) -> dict[str, Any]:
+    """The gateway's self-signed registration (edge.gateway.registration, the builder
+    ``ngrid provision gateway`` uses too)."""
+    from edge.gateway.registration import registration
+    from edge.gateway.service import load_signing_key
+
+    return registration(
+        load_signing_key(gw_config.signing_key), gateway_id=gw_config.id, meters=meters
+    )
 
 
 async def _register(session: Any, url: str, admin: str, document: dict[str, Any]) -> None:
@@ -866,6 +1001,12 @@ async def _collect_coordinator(
 # ---------------------------------------------------------------------------- summary
 
 
+def _tick(config: SimConfig) -> str:
+    """What a tick is worth, for summary.json's units: ``0.001 EUR``."""
+    currency = config.scenario_or_default().currency
+    return f"{currency.tick_value} {currency.code}"
+
+
 def _summary(
     config: SimConfig, homes: Sequence[Home], baseline: Neighbourhood, live: LiveResult
 ) -> dict[str, Any]:
@@ -900,6 +1041,7 @@ def _summary(
         "days": config.days,
         "seed": config.seed,
         "start": config.start.isoformat(),
+        **describe(config.scenario_or_default()),
         "trades": t["trades"],
         "wh_traded": t["wh"],
         "wh_delivered": delivered,
@@ -926,7 +1068,7 @@ def _summary(
         "manual_orders": live.manual_orders,
         "units": {
             "energy": "Wh",
-            "avg_price": "ticks per kWh (1 tick = 0.1 ct)",
+            "avg_price": f"ticks per kWh (1 tick = {_tick(config)})",
             "lp_commission": "microticks",
             "carbon_mg": "mg CO2",
         },

@@ -146,19 +146,12 @@ class GatewaySim:
         )
 
     def registration(self, created_at: str = "2026-11-21T00:00:00Z") -> dict[str, Any]:
-        """The registration request ``ngrid provision gateway`` writes (provisioning.gateway)."""
-        from provisioning.gateway import canonical_json
+        """The registration ``ngrid provision gateway`` writes (edge.gateway.registration)."""
+        from edge.gateway.registration import registration
 
-        request = {
-            "type": "ngrid.gateway.registration",
-            "version": 1,
-            "gateway_id": self.gateway,
-            "key_algorithm": "ed25519",
-            "public_key": self.public_raw.hex(),
-            "meters": sorted(self.meters),
-            "created_at": created_at,
-        }
-        return request | {"signature": self.key.sign(canonical_json(request)).hex()}
+        return registration(
+            self.key, gateway_id=self.gateway, meters=sorted(self.meters), created_at=created_at
+        )
 
     # -------------------------------------------------------------- the log
 

@@ -278,3 +278,20 @@ def test_migration_to_v2_refuses_unbatched_v1_trades(tmp_path: Path) -> None:
     assert db.execute("PRAGMA user_version").fetchone()[0] == 1  # nothing changed
     assert db.execute("SELECT COUNT(*) FROM trades").fetchone()[0] == 2
     db.close()
+
+
+def test_trades_are_read_in_settlement_order_with_their_delivery(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    for n in (3, 1, 2):  # settlement order, not id order
+        ledger.settle(record(n), export_start_wh=0)
+    ledger.record_delivery(
+        DeliveryRecord(trade="t1", status="defaulted", wh=100, delivered_wh=40, ts=30)
+    )
+    trades = ledger.trades()
+    assert [t["id"] for t in trades] == ["t3", "t1", "t2"]
+    assert [t["id"] for t in ledger.trades(limit=2)] == ["t3", "t1"]
+    assert (trades[1]["status"], trades[1]["delivered_wh"]) == ("defaulted", 40)
+    assert (trades[0]["status"], trades[0]["delivered_wh"]) == ("pending", None)
+    assert trades[0]["buyer_pays"] == 14_000_000 and trades[0]["interval"] == 3
+    assert set(trades[0]) == set(ledger.trades_of("bob")[0])
+    ledger.close()
