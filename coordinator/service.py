@@ -50,8 +50,8 @@ from coordinator.verify import Finding, Verification, verify_batch
 from edge.batch import (
     Batch,
     BatchError,
+    MerkleTree,
     decode_batch,
-    inclusion_proof,
     trade_leaf,
 )
 
@@ -124,7 +124,7 @@ class Coordinator:
         self.lock = asyncio.Lock()
         self.anchor_wake = asyncio.Event()
         self.anchored = 0
-        self._leaves: OrderedDict[int, tuple[Batch, list[bytes]]] = OrderedDict()
+        self._trees: OrderedDict[int, tuple[Batch, MerkleTree]] = OrderedDict()
 
     # ------------------------------------------------------------------ batches
 
@@ -231,16 +231,18 @@ class Coordinator:
 
     # ------------------------------------------------------------------ receipts
 
-    def _batch_leaves(self, row: BatchRow) -> tuple[Batch, list[bytes]]:
-        cached = self._leaves.get(row.id)
+    def _batch_tree(self, row: BatchRow) -> tuple[Batch, MerkleTree]:
+        """The batch and its Merkle tree, for its receipts (the last four batches are kept:
+        a gateway fetches its receipts batch by batch)."""
+        cached = self._trees.get(row.id)
         if cached is None:
             batch = decode_batch(self.store.body(row.id))
-            cached = (batch, [trade_leaf(t) for t in batch.trades])
-            self._leaves[row.id] = cached
-            while len(self._leaves) > 4:
-                self._leaves.popitem(last=False)
+            cached = (batch, MerkleTree([trade_leaf(t) for t in batch.trades]))
+            self._trees[row.id] = cached
+            while len(self._trees) > 4:
+                self._trees.popitem(last=False)
         else:
-            self._leaves.move_to_end(row.id)
+            self._trees.move_to_end(row.id)
         return cached
 
     def receipt(self, gateway: str, trade: str) -> Reply:
@@ -248,7 +250,7 @@ class Coordinator:
         if found is None:
             return Reply(404, {"error": f"no settled trade {trade} of gateway {gateway}"})
         row, index = found
-        batch, leaves = self._batch_leaves(row)
+        batch, tree = self._batch_tree(row)
         record = batch.trades[index]
         assert record.id == trade
         anchor = row.to_json()["anchor"]
@@ -265,8 +267,8 @@ class Coordinator:
                 "batch_seq": row.seq,
                 "trade": record.to_json(),
                 "index": index,
-                "size": len(leaves),
-                "path": [p.hex() for p in inclusion_proof(leaves, index)],
+                "size": len(tree),
+                "path": [p.hex() for p in tree.inclusion_proof(index)],
                 "merkle_root": batch.header.merkle_root.hex(),
                 "header": batch.header.to_json(),
                 "batch_hash": row.hash.hex(),

@@ -2,8 +2,9 @@
 
 ``POST /`` takes Stellar RPC's JSON-RPC requests; ``GET /friendbot?addr=G…`` funds an account the
 way testnet's friendbot does. A background task closes a ledger every ``ledger_close_ms``. With
-``state_path`` the state is saved as JSON after every change (funded accounts and closed ledgers,
-replayed on start). What the stand-in models and what it does not: :mod:`coordinator.soroban.rpc`.
+``state_path`` the state is saved as JSON (funded accounts and closed ledgers, replayed on start)
+after every funding and every ledger with transactions, after empty ledgers at most once a second,
+and on stop. What the stand-in models and what it does not: :mod:`coordinator.soroban.rpc`.
 
 ``async with local_soroban() as rpc:`` starts one on a free loopback port for tests and scripts.
 """
@@ -50,6 +51,7 @@ class LocalSoroban:
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._closer: asyncio.Task[None] | None = None
+        self._saved_at = time.monotonic()
 
     def app(self) -> web.Application:
         """The aiohttp application (routes only; no background task)."""
@@ -81,10 +83,18 @@ class LocalSoroban:
         self._save()
         return web.json_response({"successful": True})
 
+    SAVE_EMPTY_S = 1.0  # empty ledgers are saved at most this often (module docstring)
+
     def close_ledger(self) -> int:
-        """Close one ledger now (also what the timer does)."""
+        """Close one ledger now (also what the timer does). A ledger with transactions is
+        saved before this returns; empty ones at most every :attr:`SAVE_EMPTY_S` seconds (the
+        state file holds every ledger, so saving each of 20 a second cost more the longer the
+        stand-in ran): a crash may forget the last second's empty ledgers, never a
+        transaction."""
         seq = self.rpc.close_ledger(int(self.clock()))
-        self._save()
+        applied = bool(self.rpc.history and self.rpc.history[-1].get("txs"))
+        if applied or time.monotonic() - self._saved_at >= self.SAVE_EMPTY_S:
+            self._save()
         return seq
 
     async def _close_ledgers(self) -> None:
@@ -93,6 +103,7 @@ class LocalSoroban:
             self.close_ledger()
 
     def _save(self) -> None:
+        self._saved_at = time.monotonic()
         if self.state_path is None:
             return
         tmp = self.state_path.with_suffix(self.state_path.suffix + ".tmp")
@@ -120,11 +131,12 @@ class LocalSoroban:
         return self.url
 
     async def stop(self) -> None:
-        """Stop the ledger timer and the HTTP server."""
+        """Stop the ledger timer and the HTTP server; save the state."""
         if self._closer is not None:
             self._closer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._closer
+            self._save()
         if self._runner is not None:
             await self._runner.cleanup()
 

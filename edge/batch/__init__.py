@@ -32,7 +32,14 @@ from edge.batch.batch import (
     verify_receipt,
 )
 from edge.batch.canonical import CanonicalError, canonical_bytes, parse_canonical
-from edge.batch.merkle import inclusion_proof, leaf_hash, merkle_root, node_hash, verify_inclusion
+from edge.batch.merkle import (
+    MerkleTree,
+    inclusion_proof,
+    leaf_hash,
+    merkle_root,
+    node_hash,
+    verify_inclusion,
+)
 
 __all__ = [
     "BATCH_FORMAT",
@@ -44,6 +51,7 @@ __all__ = [
     "BatchHeader",
     "CanonicalError",
     "DeliveryRecord",
+    "MerkleTree",
     "Receipt",
     "TradeRecord",
     "batch_hash",

@@ -13,11 +13,21 @@ filled the request direction while the worker's answers filled the other would b
 loop in ``send`` and the worker in its own ``send``, each waiting for the other, for ever. With
 a few small messages in flight (a request ~300 bytes, an answer ~750) neither direction can
 fill.
+
+Shutdown: :meth:`ProofWorker.close` tells the worker to stop (``None`` down the pipe) and closes
+its end; requests still in flight are dropped. A worker that finds the pipe closed (the gateway
+stopped or died: ``EOFError`` on receive, ``BrokenPipeError`` or ``ConnectionResetError`` on
+send) exits quietly with status 0. Any other failure of the worker ends it with its traceback on
+stderr and is logged by the gateway (``proof worker exited``). The worker ignores SIGINT: a
+Ctrl-C on the terminal reaches the whole process group, and the gateway, not the signal, says
+when the worker stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import multiprocessing
 from collections import deque
 from collections.abc import Callable
@@ -32,6 +42,11 @@ Request = tuple[int, int, int, bytes]
 #: Requests written to the worker's pipe and not yet answered, at most.
 MAX_IN_FLIGHT = 4
 
+#: What a closed pipe looks like from either end (the peer stopped or died).
+PIPE_CLOSED = (EOFError, BrokenPipeError, ConnectionResetError)
+
+log = logging.getLogger("ngrid.gateway.prover")
+
 
 def make_proof(
     soc_bp: int, threshold_bp: int, reserved_bp: int, context: bytes
@@ -45,25 +60,33 @@ def make_proof(
 
 
 def _serve(conn: Connection) -> None:
-    """The worker: (soc, threshold, reserved, context) in; ("ok", c, p) or ("err", msg) out."""
+    """The worker: (soc, threshold, reserved, context) in; ("ok", c, p) or ("err", msg) out;
+    ``None`` in: stop. Returns quietly once the gateway has closed the pipe."""
     import os
+    import signal
 
     import edge.zk  # noqa: F401  (import once, before the first request)
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Proving is background work: on a Pi's few cores the event loop (MQTT, API, locks) goes
     # first.
     os.nice(10)
 
-    while True:
-        try:
+    try:
+        while True:
             request = conn.recv()
-        except EOFError:
-            return
-        try:
-            commitment, proof = make_proof(*request)
-            conn.send(("ok", commitment, proof))
-        except Exception as err:  # reported to the gateway, which voids the trade
-            conn.send(("err", repr(err)))
+            if request is None:  # the gateway is stopping
+                return
+            try:
+                commitment, proof = make_proof(*request)
+                answer: tuple[Any, ...] = ("ok", commitment, proof)
+            except Exception as err:  # reported to the gateway, which voids the trade
+                answer = ("err", repr(err))
+            conn.send(answer)
+    except PIPE_CLOSED:
+        return  # the gateway closed its end (stopped, or died): nobody to answer
+    finally:
+        conn.close()
 
 
 class ProofWorker:
@@ -78,6 +101,8 @@ class ProofWorker:
         self._waiting: deque[Done] = deque()  # in the pipe, in order
         self._queued: deque[tuple[Request, Done]] = deque()  # not yet written
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False  # close() called, or the worker died: no more requests out
+        self._died = False  # the worker exited under a running gateway (logged then)
 
     @property
     def pid(self) -> int | None:
@@ -97,20 +122,28 @@ class ProofWorker:
     ) -> None:
         """Queue a proof; ``done`` is called on the loop with ``((commitment, proof), None)``
         or ``(None, error)``. Never blocks: see the module's docstring."""
+        if self._died:  # fails on the loop, as an answer would (never inside the caller)
+            assert self._loop is not None
+            self._loop.call_soon(done, None, "the proof worker exited")
+            return
         self._queued.append(((soc_bp, threshold_bp, reserved_bp, context), done))
         self._pump()
 
     def _pump(self) -> None:
-        while self._queued and len(self._waiting) < MAX_IN_FLIGHT:
+        while self._queued and len(self._waiting) < MAX_IN_FLIGHT and not self._closing:
             request, done = self._queued.popleft()
             self._waiting.append(done)
-            self._conn.send(request)
+            try:
+                self._conn.send(request)
+            except OSError:  # the worker is gone; its exit is logged where it is read
+                self._worker_exited()
+                return
 
     def _answer(self) -> None:
         try:
             answer: Any = self._conn.recv()
         except (EOFError, OSError):
-            self._fail_all("the proof worker exited")
+            self._worker_exited()
             return
         done = self._waiting.popleft()
         self._pump()
@@ -118,6 +151,19 @@ class ProofWorker:
             done((answer[1], answer[2]), None)
         else:
             done(None, answer[1])
+
+    def _worker_exited(self) -> None:
+        """The worker died under a running gateway: log it, fail every proof asked for (the
+        gateway voids those trades) and every later one."""
+        if self._closing:
+            return
+        self._closing = self._died = True
+        self._process.join(timeout=1)
+        log.error(
+            "proof worker exited",
+            extra={"fields": {"pid": self._process.pid, "exitcode": self._process.exitcode}},
+        )
+        self._fail_all("the proof worker exited")
 
     def _fail_all(self, error: str) -> None:
         if self._loop is not None:
@@ -135,10 +181,25 @@ class ProofWorker:
         await future
 
     def close(self) -> None:
+        """Tell the worker to stop and wait for it (2 s, then it is killed). Proofs in flight
+        are dropped: their answers would come after the gateway stopped."""
+        self._closing = True
+        if self._conn.closed:
+            return
         if self._loop is not None:
-            self._loop.remove_reader(self._conn.fileno())
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._conn.fileno())
+        if not self._died:
+            with contextlib.suppress(OSError):  # the worker may be gone already
+                self._conn.send(None)
         self._conn.close()
         self._process.join(timeout=2)
         if self._process.is_alive():
+            log.warning("proof worker did not stop; killed", extra={"fields": {"pid": self.pid}})
             self._process.kill()
             self._process.join()
+        elif self._process.exitcode != 0 and not self._died:
+            log.error(
+                "proof worker exited",
+                extra={"fields": {"pid": self.pid, "exitcode": self._process.exitcode}},
+            )

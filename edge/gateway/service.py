@@ -63,6 +63,7 @@ from edge.gateway.orderlog import OrderLog
 from edge.gateway.prover import ProofWorker, make_proof
 
 __all__ = [
+    "LIBRARY_LOGGERS",
     "GatewayService",
     "JsonFormatter",
     "LockView",
@@ -88,6 +89,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "event": record.getMessage(),
         }
+        if not record.name.startswith("ngrid"):
+            out["logger"] = record.name  # a library's record (LIBRARY_LOGGERS)
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             out.update(fields)
@@ -877,13 +880,38 @@ class GatewayService:
         log.info("stopped")
 
 
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+#: The libraries the gateway runs that log on their own, by logger name: amqtt (the
+#: ``embedded_broker``; "N messages not broadcasted" when it stops with messages queued) and
+#: the state machine it drives (transitions), aiomqtt ("mqtt": "There are N pending publish
+#: calls" once more than 10 QoS 1 commands await their PUBACK, which a burst of locks does by
+#: design; paho logs through it too) and aiohttp (the API and the coordinator client). Without
+#: a handler of their own their warnings reach Python's last-resort handler: bare lines on the
+#: terminal, outside the log.
+LIBRARY_LOGGERS = ("amqtt", "transitions", "mqtt", "aiohttp")
+
+
+def setup_logging(level: str, *, path: Path | None = None) -> logging.Handler:
+    """The gateway's log: JSON lines (:class:`JsonFormatter`) on stderr, or appended to
+    ``path``. The gateway's records (``ngrid.*``) at ``level``; the libraries'
+    (:data:`LIBRARY_LOGGERS`) through the same handler, at ``level`` but never below warning
+    (their info and debug lines are per connection or per packet), each with its ``logger``.
+    Neither propagates to the root logger. Returns the handler (a host that runs the gateway
+    in-process, as ``ngrid simulate`` does, passes ``path`` and closes it at the end)."""
+    handler: logging.Handler = (
+        logging.StreamHandler(sys.stderr) if path is None else logging.FileHandler(path)
+    )
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("ngrid")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    library_level = max(logging.WARNING, logging.getLevelName(level.upper()))
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        library.handlers[:] = [handler]
+        library.setLevel(library_level)
+        library.propagate = False
+    return handler
 
 
 def run_gateway(config: GatewayConfig) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import select
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,12 @@ class PahoClient:
     without waiting for the broker's PUBACK, which paho then tracks (and resends on
     reconnect). The receive rules above hold either way.
 
+    ``nodelay=True`` (keyword-only) turns Nagle's algorithm off on the socket. With it on, a
+    meter's ack written right after the PUBACK of the command it answers waits for the broker's
+    TCP ACK of that PUBACK, which Linux delays by up to 40 ms: one such stall per lock in a
+    host that waits for each ack (the simulation). lwIP on the ESP32 has Nagle on by default
+    too; the firmware does not turn it off (docs/wire.md).
+
     Positional arguments are those of the firmware's ``hal.mqtt_client`` (device/hal.py):
     ``client_id``, ``host``, ``port``, ``user`` and ``password`` ("" for none), ``keepalive`` s.
     """
@@ -55,6 +62,7 @@ class PahoClient:
         keepalive: int,
         *,
         wait_puback: bool = True,
+        nodelay: bool = False,
     ) -> None:
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -66,6 +74,7 @@ class PahoClient:
             self._client.username_pw_set(user, password or None)
         self._host, self._port, self._keepalive = host, port, keepalive
         self.wait_puback = wait_puback
+        self.nodelay = nodelay
         self._cb: Callable[[bytes, bytes], None] | None = None
         self._connected: int | None = None  # reason code once CONNACK arrived
         self._waiting: collections.deque[mqtt.MQTTMessage] = collections.deque()
@@ -121,6 +130,9 @@ class PahoClient:
             self._client.connect(self._host, self._port, self._keepalive)
         except OSError as err:
             raise OSError(f"mqtt: cannot reach {self._host}:{self._port}: {err}") from None
+        sock = self._client.socket()
+        if self.nodelay and isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         deadline = time.monotonic() + self.TIMEOUT_S
         while self._connected is None:
             if time.monotonic() > deadline:

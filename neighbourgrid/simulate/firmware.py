@@ -94,7 +94,7 @@ class FirmwareMeter:
         self.hal = SimHal(
             HostClock(clock),
             self.sensors,
-            functools.partial(PahoClient, wait_puback=False),
+            functools.partial(PahoClient, wait_puback=False, nodelay=True),
             seed=seed,
         )
         cfg = fw_config.parse((directory / "config.json").read_text())

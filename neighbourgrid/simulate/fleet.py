@@ -206,6 +206,7 @@ class VmFleet:
                     cfg.get("broker_password") or "",
                     cfg.get("keepalive_s", 60),
                     wait_puback=False,
+                    nodelay=True,
                 )
                 relay.set_callback(functools.partial(self._received, m))
                 if m.will is not None:

@@ -369,6 +369,19 @@ def _write_config(path: Path, document: dict[str, Any]) -> Path:
     return write_toml(path, document, mode=0o600)
 
 
+_SPINS = 200  # event-loop turns a wait spins through before it sleeps
+
+
+async def _spin_until(predicate: Callable[[], bool]) -> None:
+    """Wait for ``predicate()``: first by giving the event loop a turn at a time (a message on
+    its way through the broker takes well under a millisecond; asyncio's shortest sleep is a
+    millisecond), then by sleeping 0.5 ms at a time."""
+    spins = 0
+    while not predicate():
+        spins += 1
+        await asyncio.sleep(0 if spins < _SPINS else 0.0005)
+
+
 async def _until(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
     try:
         async with asyncio.timeout(timeout):
@@ -485,7 +498,7 @@ async def _live_path(
     import aiohttp
 
     from edge.gateway.config import load_config
-    from edge.gateway.service import GatewayService
+    from edge.gateway.service import GatewayService, setup_logging
     from neighbourgrid.simulate.fleet import CPythonFleet, Fleet, FleetError, VmFleet
 
     out = config.out
@@ -527,8 +540,9 @@ async def _live_path(
     # gateway's. Both stand still between the simulation's jumps.
     meter_clock = SimClock(t0 - 3000)
     gateway_clock = SimClock(t0 - 3000)
-    for name in ("amqtt", "transitions", "edge.gateway", "aiohttp.access"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    # The gateway's log and its libraries' go to gateway/gateway.log, as `ngrid gateway run`
+    # would write them; the terminal keeps the progress bar and the result.
+    log_handler = setup_logging(gw_config.log_level, path=gw_dir / "gateway.log")
     stages["broker"] = f"ran ({broker.kind})"
     service = GatewayService(
         config=gw_config, clock=gateway_clock, tick_s=0.01, handle_signals=False
@@ -563,8 +577,7 @@ async def _live_path(
             return
         try:
             async with asyncio.timeout(timeout):
-                while service.meter_seq(meter) < after:
-                    await asyncio.sleep(0.0005)
+                await _spin_until(lambda: service.meter_seq(meter) >= after)
         except TimeoutError:
             raise stuck(what) from None
 
@@ -577,12 +590,14 @@ async def _live_path(
                 while True:
                     again = False
                     for home, meter in meter_of.items():
+                        spins = 0
                         while service.commands_outstanding(meter):
                             again = True
                             before = fleet.published_seq(home)
                             await step_meter(home, timeout=timeout, what="a meter's acks")
-                            if fleet.published_seq(home) == before:
-                                await asyncio.sleep(0.0005)  # the command is on its way
+                            if fleet.published_seq(home) == before:  # the command is on its way
+                                spins += 1
+                                await asyncio.sleep(0 if spins < _SPINS else 0.0005)
                     if not again:
                         if service.idle:
                             return
@@ -757,6 +772,7 @@ async def _live_path(
         with contextlib.suppress(Exception):
             async with asyncio.timeout(20):
                 await gw_task
+        log_handler.close()
     result = LiveResult(
         hood=hood,
         stages=stages,

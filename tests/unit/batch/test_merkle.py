@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.batch.merkle import inclusion_proof, merkle_root, verify_inclusion
+from edge.batch.merkle import MerkleTree, inclusion_proof, merkle_root, verify_inclusion
 
 # certificate-transparency testonly/constants.go: leaf inputs and the roots of their prefixes.
 CT_LEAVES = [
@@ -109,3 +109,29 @@ def test_leaf_and_node_hashes_are_domain_separated() -> None:
 
     forged = leaf_hash(a) + leaf_hash(b)
     assert merkle_root([forged]) != root
+
+
+@pytest.mark.parametrize("size", range(len(CT_ROOTS)))
+def test_tree_root_matches_reference(size: int) -> None:
+    assert MerkleTree(CT_LEAVES[:size]).root().hex() == CT_ROOTS[size]
+
+
+@pytest.mark.parametrize(("index", "size", "path"), CT_PATHS)
+def test_tree_inclusion_proof_matches_reference(index: int, size: int, path: list[str]) -> None:
+    assert [p.hex() for p in MerkleTree(CT_LEAVES[:size]).inclusion_proof(index)] == path
+
+
+@given(st.lists(st.binary(max_size=8), min_size=1, max_size=70))
+def test_tree_gives_every_path_the_function_gives(leaves: list[bytes]) -> None:
+    tree = MerkleTree(leaves)
+    root = merkle_root(leaves)
+    assert tree.root() == root and len(tree) == len(leaves)
+    for index in reversed(range(len(leaves))):  # later paths reuse the first ones' nodes
+        path = tree.inclusion_proof(index)
+        assert path == inclusion_proof(leaves, index)
+        assert verify_inclusion(
+            leaf=leaves[index], index=index, size=len(leaves), proof=path, root=root
+        )
+    for bad in (-1, len(leaves)):
+        with pytest.raises(IndexError):
+            tree.inclusion_proof(bad)
