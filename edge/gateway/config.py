@@ -122,6 +122,7 @@ class LockConfig:
     max_in_flight: int = 4  # unacknowledged commands per meter (the firmware's inbox)
     queue_max: int = 32  # commands waiting in the gateway per meter beyond those
     busy_backoff_ms: int = 100  # first wait before a command refused `busy` is sent again
+    proof_workers: int = 1  # proving processes (one leaves the event loop a core on a Pi)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -303,6 +304,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> GatewayConfig:
         max_in_flight=lk.integer("max_in_flight", 4, lo=1, hi=16),
         queue_max=lk.integer("queue_max", 32, lo=0, hi=10_000),
         busy_backoff_ms=lk.integer("busy_backoff_ms", 100, lo=1),
+        proof_workers=lk.integer("proof_workers", 1, lo=1, hi=16),
     )
     lk.done()
 

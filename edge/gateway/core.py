@@ -317,6 +317,10 @@ class _Lock:
     price: int  # ticks per kWh
 
 
+#: Lock refusals after which the seller's meter would refuse the rest of its sell order too.
+SELLER_FULL = frozenset({"too_many_locks", "insufficient_reserve"})
+
+
 def reference_price(*, base_price: int, scarcity_bp: int, soc_bp: int) -> int:
     """``base_price * (10**8 + scarcity_bp * (10000 - soc_bp)) // 10**8`` (ticks/kWh)."""
     return base_price * (100_000_000 + scarcity_bp * (10_000 - soc_bp)) // 100_000_000
@@ -942,7 +946,11 @@ class GatewayCore:
                 self._release(meter, ack.trade, now, out)  # a late ack of a void
             return
         if not ack.ok:
-            self._void(ack.trade, "refused", now, out)
+            # A meter that holds all the locks it can, or cannot cover more above its reserve,
+            # would refuse the rest of the sell order the same way: cancel it, as when the
+            # gateway's own SoC check fails, rather than match it again buyer after buyer.
+            full = ack.reason in SELLER_FULL
+            self._void(ack.trade, "refused", now, out, cancel=p.trade.sell if full else "")
             out.append(Note("lock_refused", {"trade": ack.trade, "reason": ack.reason}))
             return
         p.acked = True

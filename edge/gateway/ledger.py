@@ -367,12 +367,16 @@ class Ledger:
         }
 
     def totals(self) -> dict[str, int]:
-        """Ledger-wide sums, for consistency checks: trades, wh, burns, commissions, carbon."""
+        """Ledger-wide sums, for consistency checks and reports: ``trades``, ``wh``, ``value``
+        (sum of Wh x price, Wh-ticks/kWh), money (microticks), ``wh_delivered`` and
+        ``defaults`` (over trades whose delivery is decided), burns and carbon (mg)."""
         db = self.db
         t = db.execute(
             "SELECT COUNT(*), COALESCE(SUM(wh),0), COALESCE(SUM(buyer_pays),0), "
             "COALESCE(SUM(seller_receives),0), COALESCE(SUM(commission),0), "
-            "COALESCE(SUM(grid_fee),0) FROM trades"
+            "COALESCE(SUM(grid_fee),0), COALESCE(SUM(wh*price),0), "
+            "COALESCE(SUM(CASE WHEN status!='pending' THEN delivered_wh ELSE 0 END),0), "
+            "COALESCE(SUM(status='defaulted'),0) FROM trades"
         ).fetchone()
         return {
             "trades": t[0],
@@ -381,6 +385,10 @@ class Ledger:
             "seller_receives": t[3],
             "commission": t[4],
             "grid_fee": t[5],
+            "value": t[6],
+            "wh_delivered": t[7],
+            "defaults": t[8],
+            "carbon_mg": db.execute("SELECT COALESCE(SUM(mg),0) FROM carbon_credits").fetchone()[0],
             "fills": db.execute("SELECT COUNT(*) FROM fills").fetchone()[0],
             "yields": db.execute("SELECT COUNT(*) FROM yields").fetchone()[0],
             "token_burns": db.execute("SELECT COALESCE(SUM(tokens),0) FROM token_burns").fetchone()[

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-__all__ = ["MAX_IN_FLIGHT", "ProofWorker", "make_proof"]
+__all__ = ["MAX_IN_FLIGHT", "ProofPool", "ProofWorker", "make_proof"]
 
 Done = Callable[[tuple[bytes, bytes] | None, str | None], None]
 Request = tuple[int, int, int, bytes]
@@ -65,7 +65,11 @@ def _serve(conn: Connection) -> None:
     import os
     import signal
 
-    import edge.zk  # noqa: F401  (import once, before the first request)
+    from edge.zk import precompute
+
+    # Fixed-base tables for the 16-bit SoC range (docs/zk.md "Performance": ~33 MiB, a few
+    # seconds once, then each proof costs about a quarter less).
+    precompute(16)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Proving is background work: on a Pi's few cores the event loop (MQTT, API, locks) goes
@@ -203,3 +207,49 @@ class ProofWorker:
                 "proof worker exited",
                 extra={"fields": {"pid": self.pid, "exitcode": self._process.exitcode}},
             )
+
+
+class ProofPool:
+    """``workers`` proving processes (:class:`ProofWorker`) behind one :meth:`submit`: each
+    request goes to the worker with the fewest unanswered requests (the first such one). Each
+    answer comes back on the loop as it is ready, so with more than one worker proofs may finish
+    out of order (the core settles each trade when its proof and its ack are both in). One
+    worker is the default: on a Pi the event loop needs a core of its own."""
+
+    def __init__(self, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError("a proof pool needs at least one worker")
+        self.workers = [ProofWorker() for _ in range(workers)]
+
+    @property
+    def pid(self) -> int | None:
+        """The first worker's process id."""
+        return self.workers[0].pid
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [w.pid for w in self.workers]
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        for worker in self.workers:
+            worker.attach(loop)
+
+    @property
+    def backlog(self) -> int:
+        """Requests submitted and not yet answered, over all workers."""
+        return sum(w.backlog for w in self.workers)
+
+    def submit(
+        self, soc_bp: int, threshold_bp: int, reserved_bp: int, context: bytes, done: Done
+    ) -> None:
+        """As :meth:`ProofWorker.submit`, on the least busy worker."""
+        worker = min(self.workers, key=lambda w: w.backlog)
+        worker.submit(soc_bp, threshold_bp, reserved_bp, context, done)
+
+    async def warm_up(self) -> None:
+        """Make one proof on each worker (their tables are built meanwhile, in parallel)."""
+        await asyncio.gather(*(w.warm_up() for w in self.workers))
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()

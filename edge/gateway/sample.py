@@ -63,6 +63,7 @@ max_power_w = 50000
 timeout_ms = 3000
 prove_before_lock = false              # true: no lock command before its proof exists (slower)
 telemetry_wait_ms = 10000            # a trade waits this long for the seller's telemetry
+proof_workers = 1                    # proving processes; more where cores are free
 
 [batch]
 every_s = 300

@@ -60,7 +60,7 @@ from edge.gateway.core import (
 from edge.gateway.ledger import Ledger
 from edge.gateway.meterwire import WireCodec
 from edge.gateway.orderlog import OrderLog
-from edge.gateway.prover import ProofWorker, make_proof
+from edge.gateway.prover import ProofPool, make_proof
 
 __all__ = [
     "LIBRARY_LOGGERS",
@@ -207,6 +207,8 @@ class GatewayService:
         self.clock = clock
         self.tick_s = tick_s
         self.ticked_at: int | None = None  # the clock at the timer's last tick (ms)
+        # meter -> (seq, future) of a host's wait_meter_seq, woken by _on_mqtt_message
+        self._seq_waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self.handle_signals = handle_signals
         self.key = load_signing_key(config.signing_key)
         self.ledger = Ledger(config.ledger_path)
@@ -263,7 +265,7 @@ class GatewayService:
         self.ready = asyncio.Event()
         self.outbox_wake = asyncio.Event()
         self.mqtt_connected = asyncio.Event()
-        self.prover = ProofWorker()
+        self.prover = ProofPool(config.locks.proof_workers)
         self.uploads = 0
         # In-process view of order -> lock command: API arrival to the publish call (ms).
         self.order_arrival: dict[str, float] = {}
@@ -534,6 +536,29 @@ class GatewayService:
         last = self.core.last_seq
         return max(last.get((meter, "state"), -1), last.get((meter, "ack"), -1))
 
+    async def wait_meter_seq(self, meter: str, seq: int) -> None:
+        """Return once :meth:`meter_seq` of ``meter`` is at least ``seq`` (woken by the message
+        itself, not by polling). A message the gateway refuses does not count: wrap the call
+        in a timeout."""
+        if self.meter_seq(meter) >= seq:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._seq_waiters.setdefault(meter, [])
+        waiters.append((seq, future))
+        try:
+            await future
+        finally:
+            if (seq, future) in waiters:
+                waiters.remove((seq, future))
+            if not waiters:
+                self._seq_waiters.pop(meter, None)
+
+    def _wake_seq_waiters(self, meter: str) -> None:
+        seen = self.meter_seq(meter)
+        for seq, future in self._seq_waiters.get(meter, ()):
+            if seq <= seen and not future.done():
+                future.set_result(None)
+
     @property
     def prune_waiting(self) -> bool:
         """True until the timer's next tick has pruned what a close, a void or a sealed batch
@@ -622,11 +647,13 @@ class GatewayService:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
                 payload = str(payload).encode()
-            effects = self.core.on_message(
-                topic=message.topic.value, payload=bytes(payload), now=self.clock()
-            )
+            topic = message.topic.value
+            effects = self.core.on_message(topic=topic, payload=bytes(payload), now=self.clock())
             if effects:  # most telemetry changes nothing that needs doing
                 self.perform(effects)
+            if self._seq_waiters:
+                meter = topic[len(self.config.mqtt.topic_prefix) + 1 :].partition("/")[0]
+                self._wake_seq_waiters(meter)
         except Exception as err:
             log.error("message_failed", extra={"fields": {"error": repr(err)}})
             self.failure = err

@@ -185,6 +185,11 @@ class PahoClient:
         """Block up to ``timeout`` s for network activity (the host's idle)."""
         self._loop(0 if self._waiting else timeout)
 
+    def socket(self) -> Any:
+        """The connection's socket (None when not connected), for a host to wait until it is
+        readable instead of polling."""
+        return self._client.socket()
+
     def close(self) -> None:
         """Drop the link without a DISCONNECT (a power cut: the broker publishes the will)."""
         sock = self._client.socket()

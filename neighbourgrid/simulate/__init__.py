@@ -19,7 +19,7 @@ import click
 
 from edge.errors import ConfigError
 
-__all__ = ["simulate"]
+__all__ = ["result_line", "simulate"]
 
 DEFAULT_START = "2025-04-11"
 DEFAULT_HOMES = 24
@@ -115,12 +115,20 @@ def simulate(
     )
     summary = run(config)
     click.echo(f"report: {out / 'report.html'}")
-    click.echo(
-        "trades {trades}, {wh} Wh traded, grid import {with_} Wh with trading vs {without} Wh "
-        "without".format(
-            trades=summary.get("trades"),
-            wh=summary.get("wh_traded"),
-            with_=summary.get("grid_import_wh_with_trading"),
-            without=summary.get("grid_import_wh_without_trading"),
-        )
+    click.echo(result_line(summary))
+
+
+def result_line(summary: dict[str, object]) -> str:
+    """The run's one-line result for the terminal, in kWh: trades, energy traded, and the grid
+    import saved net of what trading took out of the batteries (summary.json ``saving_rule``)."""
+
+    def kwh(key: str) -> str:
+        value = summary.get(key)
+        return f"{value / 1000:,.1f} kWh" if isinstance(value, int) else "?"
+
+    return (
+        f"{summary.get('trades')} trades, {kwh('wh_traded')} traded; grid import "
+        f"{kwh('grid_import_wh_with_trading')} with trading vs "
+        f"{kwh('grid_import_wh_without_trading')} without: {kwh('grid_import_saving_net_wh')} "
+        f"saved net of the {kwh('battery_wh_stored_less_with_trading')} the batteries hold less"
     )

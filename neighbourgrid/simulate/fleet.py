@@ -37,6 +37,28 @@ __all__ = ["CPythonFleet", "Fleet", "FleetError", "VmFleet"]
 VM_DIR = Path(__file__).with_name("vm")
 
 
+async def _readable(sock: Any, timeout: float) -> None:
+    """Wait until ``sock`` is readable or ``timeout`` s passed (just the timeout if None)."""
+    if sock is None:
+        await asyncio.sleep(timeout)
+        return
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    fd = sock.fileno()
+    loop.add_reader(fd, wake)
+    try:
+        await asyncio.wait_for(ready, timeout)
+    except TimeoutError:
+        pass
+    finally:
+        loop.remove_reader(fd)
+
+
 class FleetError(RuntimeError):
     """A meter host failed (the VM could not start, or the firmware raised in it)."""
 
@@ -53,6 +75,8 @@ class Fleet(Protocol):
     async def step_one(self, home: str) -> None: ...
 
     def published_seq(self, home: str) -> int: ...
+
+    async def wait_readable(self, home: str, timeout: float) -> None: ...
 
     def connected(self) -> bool: ...
 
@@ -91,6 +115,12 @@ class CPythonFleet:
     def published_seq(self, home: str) -> int:
         """The seq of the last message ``home``'s meter published (-1 before the first)."""
         return int(self.meters[home].runner.store.seq) - 1
+
+    async def wait_readable(self, home: str, timeout: float) -> None:
+        """Return when ``home``'s meter has bytes to read from its broker, or after
+        ``timeout`` s."""
+        client = self.meters[home].runner.client
+        await _readable(client.socket() if client is not None else None, timeout)
 
     def connected(self) -> bool:
         return all(m.connected for m in self.meters.values())
@@ -234,6 +264,12 @@ class VmFleet:
     def published_seq(self, home: str) -> int:
         """The seq of the last message ``home``'s meter published (-1 before the first)."""
         return self.meters[home].seq - 1
+
+    async def wait_readable(self, home: str, timeout: float) -> None:
+        """Return when the relay of ``home``'s meter has bytes to read from its broker, or
+        after ``timeout`` s."""
+        relay = self.meters[home].relay
+        await _readable(relay.socket() if relay is not None else None, timeout)
 
     async def _step(self, m: _VmMeter) -> None:
         assert m.proc is not None

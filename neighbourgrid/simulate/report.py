@@ -515,9 +515,7 @@ def _headline(data: ReportData) -> list[tuple[str, str]]:
     """The headline numbers: (value, what it is), most telling first."""
     s = data.summary
     cur = data.currency
-    saved = None
-    if s.get("grid_import_wh_with_trading") is not None:
-        saved = s["grid_import_wh_without_trading"] - s["grid_import_wh_with_trading"]
+    saved = s.get("grid_import_saving_net_wh")
     buyers = sellers = None
     if data.statements:
         accounts = home_accounts(data)
@@ -535,7 +533,10 @@ def _headline(data: ReportData) -> list[tuple[str, str]]:
             _fmt(None if s.get("wh_traded") is None else s["wh_traded"] / 1000, " kWh"),
             "traded between neighbours",
         ),
-        (_fmt(None if saved is None else saved / 1000, " kWh"), "less bought from the grid"),
+        (
+            _fmt(None if saved is None else saved / 1000, " kWh"),
+            "less bought from the grid, net of what the batteries hold less at the end",
+        ),
         (_fmt(s.get("self_sufficiency_pct"), " %"), "of the neighbourhood's use met locally"),
         (_fmt(avg_text), f"average price per kWh between neighbours ({tariffs})"),
         (

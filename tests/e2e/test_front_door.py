@@ -52,15 +52,23 @@ def assert_identities(summary: dict[str, Any]) -> None:
     assert summary["proofs_verified"] == summary["trades"]
     assert summary["receipts_verified"] == summary["trades"]
     assert summary["replay_ok"] is True
+    # the headline saving is net of what trading took out of the batteries
+    gross = summary["grid_import_wh_without_trading"] - summary["grid_import_wh_with_trading"]
+    stored_less = summary["battery_wh_end_without_trading"] - summary["battery_wh_end_with_trading"]
+    assert summary["grid_import_saving_wh"] == gross
+    assert summary["battery_wh_stored_less_with_trading"] == stored_less
+    assert summary["grid_import_saving_net_wh"] == gross - stored_less
 
 
 def result_lines(summary: dict[str, Any], out: str) -> list[str]:
     """The two lines ``ngrid simulate`` ends its output with."""
     return [
         f"report: {out}/report.html",
-        f"trades {summary['trades']}, {summary['wh_traded']} Wh traded, grid import "
-        f"{summary['grid_import_wh_with_trading']} Wh with trading vs "
-        f"{summary['grid_import_wh_without_trading']} Wh without",
+        f"{summary['trades']} trades, {summary['wh_traded'] / 1000:,.1f} kWh traded; grid import "
+        f"{summary['grid_import_wh_with_trading'] / 1000:,.1f} kWh with trading vs "
+        f"{summary['grid_import_wh_without_trading'] / 1000:,.1f} kWh without: "
+        f"{summary['grid_import_saving_net_wh'] / 1000:,.1f} kWh saved net of the "
+        f"{summary['battery_wh_stored_less_with_trading'] / 1000:,.1f} kWh the batteries hold less",
     ]
 
 

@@ -185,6 +185,34 @@ def test_refused_lock_voids(config: GatewayConfig) -> None:
     assert core.voids["refused"] == 1
 
 
+@pytest.mark.parametrize(
+    ("reason", "cancelled"),
+    [("too_many_locks", True), ("insufficient_reserve", True), ("expired", False)],
+)
+def test_a_full_meter_refusing_a_lock_cancels_the_rest_of_the_sell(
+    config: GatewayConfig, reason: str, cancelled: bool
+) -> None:
+    # A meter holding all the locks it can refuses the next; rematching the sell order's rest
+    # with the next buyer would only be refused again (a storm of voids at 384 homes).
+    core = new_core(config)
+    matched(core)  # alice sells 1000, bob buys 600: t1
+    core.place(home="carol", side="buy", wh=300, price=150, interval=None, now=T0 + 5)
+    effects = core.on_message(
+        topic=f"{PREFIX}/m-a/ack",
+        payload=ack(KEY_A, "m-a", seq=2, trade="t1", ok=False, reason=reason),
+        now=T0 + 20,
+    )
+    alice = core.orders_of("alice")[0]
+    if cancelled:
+        assert log_ops(effects) == ["void", "cancel"]
+        assert alice["status"] == "cancelled"
+        assert core.orders_of("bob")[0]["status"] == "open"  # bob waits for another seller
+    else:
+        assert log_ops(effects)[0] == "void" and "cancel" not in log_ops(effects)
+        assert alice["status"] != "cancelled"
+    assert core.voids["refused"] == 1
+
+
 def test_seller_below_reserve_is_voided_and_sell_cancelled(config: GatewayConfig) -> None:
     core = new_core(config)
     report(core, "m-a", seq=1, now=T0, soc_bp=2500)  # 500 Wh above the 20 % reserve

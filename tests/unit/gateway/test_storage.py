@@ -173,6 +173,14 @@ def test_delivery_and_batches(tmp_path: Path) -> None:
         DeliveryRecord(trade="t1", status="defaulted", wh=100, delivered_wh=40, ts=9)
     )
     assert [lk.trade for lk in ledger.active_locks()] == ["t2"]
+    totals = ledger.totals()  # t2's delivery is not decided: it counts in neither figure
+    assert (totals["wh"], totals["value"], totals["wh_delivered"], totals["defaults"]) == (
+        200,
+        2 * 100 * 120,
+        40,
+        1,
+    )
+    assert totals["carbon_mg"] == 2 * 100 * 820
     trades, deliveries = ledger.unbatched()
     assert [t.id for t in trades] == ["t1", "t2"] and trades[0] == record(1)
     assert [d.trade for d in deliveries] == ["t1"]
