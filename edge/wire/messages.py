@@ -29,6 +29,7 @@ __all__ = [
     "KEY_BYTES",
     "MAX_PAYLOAD",
     "METER_KINDS",
+    "METER_MAX_LOCKS",
     "REASONS",
     "STATUS_OFFLINE",
     "STATUS_ONLINE",
@@ -57,6 +58,9 @@ VERSION: Final = 1
 KEY_BYTES: Final = 32
 MAX_PAYLOAD: Final = 512
 MAX_STR: Final = 64
+#: Locks a meter holds at once (device/ngmeter/locks.py MAX_LOCKS, held equal by a test); the
+#: next is refused ``too_many_locks``, so the gateway sends no more than this (docs/wire.md).
+METER_MAX_LOCKS: Final = 8
 TOPIC_ROOT: Final = "ngrid"
 STATUS_ONLINE: Final = b"online"
 STATUS_OFFLINE: Final = b"offline"

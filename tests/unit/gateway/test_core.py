@@ -213,6 +213,31 @@ def test_a_full_meter_refusing_a_lock_cancels_the_rest_of_the_sell(
     assert core.voids["refused"] == 1
 
 
+def test_the_gateway_asks_a_meter_for_no_more_locks_than_it_holds(config: GatewayConfig) -> None:
+    # alice's meter holds at most 8 locks (the firmware's MAX_LOCKS, below): the 9th trade of
+    # her sell order is voided at the gateway and the order's rest cancelled, never sent.
+    core = new_core(config)
+    report(core, "m-a", seq=1, now=T0, soc_bp=9000)  # 7,000 Wh above the reserve: SoC is not it
+    core.place(home="alice", side="sell", wh=5000, price=120, interval=None, now=T0)
+    proved = []
+    for i in range(10):
+        _, effects = core.place(home="bob", side="buy", wh=100, price=150, interval=None, now=T0)
+        proved += [p.trade for p in of(effects, Prove)]
+        if i == 8:
+            assert log_ops(effects) == ["order", "void", "cancel"]
+    assert proved == [f"t{n}" for n in range(1, 9)]
+    assert core.voids["meter_full"] == 1
+    assert core.orders_of("alice")[0]["status"] == "cancelled"
+    assert [o["status"] for o in core.orders_of("bob")][8:] == ["open", "open"]
+
+
+def test_the_gateway_and_the_firmware_agree_on_a_meters_lock_capacity() -> None:
+    from edge.wire import METER_MAX_LOCKS
+    from hil.virtual.firmware import import_firmware
+
+    assert import_firmware("ngmeter.locks").MAX_LOCKS == METER_MAX_LOCKS == 8
+
+
 def test_seller_below_reserve_is_voided_and_sell_cancelled(config: GatewayConfig) -> None:
     core = new_core(config)
     report(core, "m-a", seq=1, now=T0, soc_bp=2500)  # 500 Wh above the 20 % reserve
