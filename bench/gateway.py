@@ -72,7 +72,7 @@ from edge.errors import GatewayError  # noqa: E402
 from edge.gateway.core import Append, Effect, GatewayCore, OrderRejected  # noqa: E402
 from edge.market import InvalidEvent, Order, event_to_dict  # noqa: E402
 from edge.wire import parse_command, seal  # noqa: E402
-from tests.brokers import free_port, running_mosquitto  # noqa: E402
+from hil.mosquitto import free_port, running_mosquitto  # noqa: E402
 
 GATEWAY = "gwbench"
 PREFIX = f"ngrid/{GATEWAY}"

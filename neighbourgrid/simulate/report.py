@@ -54,8 +54,9 @@ class ReportData:
     ``traded_wh``/``clearing_price``/``reference_price`` are per interval (price None where
     nothing traded or no reference price was set); ``statements`` per home is the gateway
     ledger's statement (edge.gateway.ledger.Ledger.statement: Wh and µticks bought and sold);
-    ``trades`` the ledger's trades in settlement order (Ledger.trades). ``grid_price`` and
-    ``feed_in_price`` are the tariffs in ticks per kWh, ``currency`` what a tick is worth.
+    ``trades`` the ledger's trades (Ledger.trades), in the engine's order (t1, t2, ...).
+    ``grid_price`` and ``feed_in_price`` are the tariffs in ticks per kWh, ``currency`` what a
+    tick is worth.
     """
 
     homes: Sequence[Home]
@@ -172,9 +173,10 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str | 
 
 
 def write_csvs(out_dir: Path, data: ReportData) -> tuple[Path, Path]:
-    """Write ``trades.csv`` (one row per trade, settlement order) and ``statements.csv`` (one
-    row per home: the report's table) into ``out_dir``; return their paths. Amounts are in
-    currency units, exact (not rounded), energy in Wh (trades) or kWh (statements)."""
+    """Write ``trades.csv`` (one row per trade, in the order of ``data.trades``) and
+    ``statements.csv`` (one row per home: the report's table) into ``out_dir``; return their
+    paths. Amounts are in currency units, exact (not rounded), energy in Wh (trades) or kWh
+    (statements)."""
     cur = data.currency
     c = cur.code
     trades = out_dir / TRADES_CSV
