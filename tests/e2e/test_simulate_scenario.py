@@ -32,9 +32,9 @@ def test_the_example_scenario_runs_end_to_end(tmp_path: Path) -> None:
     assert summary["days"] == 1
     assert summary["scenario"] == {
         "name": "Six homes in Greensboro, NC",
-        "path": str(EXAMPLE),
         "weather": "723170TYA.CSV",
     }
+    assert summary["run"]["scenario_file"] == str(EXAMPLE)  # with the run's other time and place
     assert summary["tariff"] == {"grid_price": 150, "feed_in_price": 50}
     assert summary["currency"] == {"code": "USD", "symbol": "$", "tick_value": "0.001"}
     assert summary["units"]["avg_price"] == "ticks per kWh (1 tick = 0.001 USD)"
