@@ -28,6 +28,9 @@ from edge.market.engine import (
 )
 from edge.market.errors import InvalidEvent, LogError, MarketError, TierError
 from edge.market.events import (
+    MAX_INT,
+    MAX_PRICE,
+    MAX_QUANTITY,
     Cancel,
     CloseInterval,
     Event,
@@ -47,6 +50,9 @@ from edge.market.settlement import Rates, Settlement, SettlementError, check_set
 from edge.market.tiers import Cover, cheapest_cover, check_tiers
 
 __all__ = [
+    "MAX_INT",
+    "MAX_PRICE",
+    "MAX_QUANTITY",
     "POLICIES",
     "Cancel",
     "CloseInterval",

@@ -45,6 +45,9 @@ except ImportError:  # pragma: no cover - mypy (and so mypy_extensions) is not i
 
 
 __all__ = [
+    "MAX_INT",
+    "MAX_PRICE",
+    "MAX_QUANTITY",
     "Cancel",
     "CloseInterval",
     "Event",
@@ -212,6 +215,14 @@ _POSITIVE = frozenset({"wh", "w", "slots"})
 _NON_NEGATIVE = frozenset({"ts", "interval", "start", "end"})
 _STRINGS = frozenset({"id", "owner", "trade"})
 MAX_ID_LEN: Final = 200
+#: Upper bounds of the numbers in a market event (docs/market.md, "Bounds"): an order's Wh, a
+#: reservation's W and slots at most MAX_QUANTITY (10 MWh); a price at most MAX_PRICE ticks per
+#: kWh (1,000 EUR/kWh at 0.1 ct a tick); times, intervals and slot numbers at most MAX_INT
+#: (2**53 - 1, exact in every JSON reader). Settlement's largest product, Wh x price x 1000
+#: microticks, then stays below 10**16, far inside SQLite's signed 64-bit integers.
+MAX_QUANTITY: Final = 10**7
+MAX_PRICE: Final = 10**6
+MAX_INT: Final = 2**53 - 1
 
 
 def _is_int(value: object) -> bool:
@@ -231,9 +242,13 @@ def _check_field(name: str, value: object) -> None:
     elif name in _POSITIVE:
         if not _is_int(value) or value <= 0:  # type: ignore[operator]
             raise InvalidEvent("must be a positive integer", field=name)
+        if value > MAX_QUANTITY:  # type: ignore[operator]
+            raise InvalidEvent(f"must be at most {MAX_QUANTITY}", field=name)
     elif name in _NON_NEGATIVE:
         if not _is_int(value) or value < 0:  # type: ignore[operator]
             raise InvalidEvent("must be a non-negative integer", field=name)
+        if value > MAX_INT:  # type: ignore[operator]
+            raise InvalidEvent(f"must be at most {MAX_INT}", field=name)
     elif name == "tiers":
         _check_tiers_shape(value)
 
@@ -262,6 +277,8 @@ def validate_event(event: Event) -> None:
         _check_field("wh", event.wh)
         if not _is_int(event.price) or event.price <= 0:
             raise InvalidEvent("must be a positive integer", field="price")
+        if event.price > MAX_PRICE:
+            raise InvalidEvent(f"must be at most {MAX_PRICE}", field="price")
         _check_field("ts", event.ts)
         _check_field("interval", event.interval)
         return
@@ -281,6 +298,8 @@ def _check_values(op: str, values: dict[str, Any]) -> None:
             if not low_ok:
                 kind = "non-negative" if op == "reference_price" else "positive"
                 raise InvalidEvent(f"must be a {kind} integer", field="price")
+            if value > MAX_PRICE:
+                raise InvalidEvent(f"must be at most {MAX_PRICE}", field="price")
         else:
             _check_field(name, value)
 

@@ -238,6 +238,23 @@ def test_the_gateway_and_the_firmware_agree_on_a_meters_lock_capacity() -> None:
     assert import_firmware("ngmeter.locks").MAX_LOCKS == METER_MAX_LOCKS == 8
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("price", 10**16), ("price", 1_000_001), ("wh", 10_000_001), ("interval", 2**63)],
+)
+def test_numbers_past_the_markets_bounds_are_refused_before_anything_is_logged(
+    config: GatewayConfig, field: str, value: int
+) -> None:
+    # A buy at price 10**16 once reached settlement and crashed the gateway there (SQLite
+    # integer overflow), again after every restart (issue 17). Refused now with a 400.
+    core = new_core(config)
+    order = {"side": "buy", "wh": 1, "price": 10, "interval": None} | {field: value}
+    with pytest.raises(OrderRejected) as err:
+        core.place(home="bob", now=T0, **order)  # type: ignore[arg-type]
+    assert err.value.status == 400 and "must be at most" in str(err.value)
+    assert core.log_seq == 0 and core.orders_of("bob") == []
+
+
 def test_seller_below_reserve_is_voided_and_sell_cancelled(config: GatewayConfig) -> None:
     core = new_core(config)
     report(core, "m-a", seq=1, now=T0, soc_bp=2500)  # 500 Wh above the 20 % reserve

@@ -136,7 +136,22 @@ BAD = [
         "slots",
         "must be a positive integer",
     ),
+    # Bounds (docs/market.md): one past each maximum is refused, the maximum itself is not
+    # (test_bounds_are_inclusive). Literals, not the module's constants: 10 MWh, 1,000 EUR/kWh.
+    ({**ORDER, "wh": 10_000_001}, "wh", "must be at most 10000000"),
+    ({**ORDER, "price": 1_000_001}, "price", "must be at most 1000000"),
+    ({**ORDER, "price": 10**16}, "price", "must be at most 1000000"),
+    ({**ORDER, "interval": 2**53}, "interval", "must be at most 9007199254740991"),
+    ({**ORDER, "ts": 2**63}, "ts", "must be at most 9007199254740991"),
+    ({"op": "reference_price", "price": 1_000_001, "ts": 0}, "price", "must be at most"),
+    ({"op": "close", "interval": 2**64, "ts": 0}, "interval", "must be at most"),
 ]
+
+
+def test_bounds_are_inclusive():
+    line = {**ORDER, "wh": 10_000_000, "price": 1_000_000, "interval": 2**53 - 1, "ts": 2**53 - 1}
+    ((event, trades),) = list(replay_log([json.dumps(line)]))
+    assert (event.wh, event.price, event.interval, trades) == (10_000_000, 1_000_000, 2**53 - 1, [])
 
 
 @pytest.mark.parametrize(("obj", "field", "words"), BAD)
