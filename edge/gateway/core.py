@@ -635,15 +635,14 @@ class GatewayCore:
         if box is not None:
             box.waiting = [c for c in box.waiting if not (c.kind == "lock" and c.trade == trade)]
 
-    def _locks_held(self, meter: str) -> int:
-        """Locks ``meter`` holds or has been asked to take: settled and undecided, or checked
-        and awaiting their ack."""
-        held = sum(1 for p in self.pending.values() if p.meter.id == meter and p.checked)
-        return held + sum(1 for lk in self.locks.values() if lk.meter == meter)
+    def _held_wh(self, meter: str) -> list[int]:
+        """The Wh of each lock ``meter`` holds or has been asked to take: settled and
+        undecided, or checked and awaiting its ack."""
+        held = [p.trade.wh for p in self.pending.values() if p.meter.id == meter and p.checked]
+        return held + [lk.wh for lk in self.locks.values() if lk.meter == meter]
 
     def _reserved_wh(self, meter: str) -> int:
-        held = sum(p.trade.wh for p in self.pending.values() if p.meter.id == meter and p.checked)
-        return held + sum(lk.wh for lk in self.locks.values() if lk.meter == meter)
+        return sum(self._held_wh(meter))
 
     def _fresh(self, tel: Telemetry | None, now: int) -> bool:
         return tel is not None and now - tel.ts <= self.config.telemetry.stale_after_s * 1000
@@ -750,11 +749,12 @@ class GatewayCore:
         the meter must have room for one more lock (:data:`edge.wire.METER_MAX_LOCKS`)."""
         meter, trade = p.meter, p.trade
         p.wait_until = None
-        if self._locks_held(meter.id) >= METER_MAX_LOCKS:
+        held = self._held_wh(meter.id)
+        if len(held) >= METER_MAX_LOCKS:
             # The meter would refuse it (too_many_locks) and the rest of the sell order too.
             self._void(trade.id, "meter_full", now, out, cancel=trade.sell)
             return
-        reserved_bp = _ceil_div(self._reserved_wh(meter.id) * 10_000, meter.capacity_wh)
+        reserved_bp = _ceil_div(sum(held) * 10_000, meter.capacity_wh)
         threshold_bp = meter.reserve_bp + _ceil_div(trade.wh * 10_000, meter.capacity_wh)
         if tel.soc_bp - reserved_bp < threshold_bp:
             self._void(trade.id, "soc_below_reserve", now, out, cancel=trade.sell)

@@ -207,7 +207,7 @@ class GatewayService:
         self.clock = clock
         self.tick_s = tick_s
         self.ticked_at: int | None = None  # the clock at the timer's last tick (ms)
-        # meter -> (seq, future) of a host's wait_meter_seq, woken by _on_mqtt_message
+        # meter -> [(seq, future)] of a host's wait_meter_seq, woken by _on_mqtt_message
         self._seq_waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self.handle_signals = handle_signals
         self.key = load_signing_key(config.signing_key)
@@ -553,11 +553,12 @@ class GatewayService:
             if not waiters:
                 self._seq_waiters.pop(meter, None)
 
-    def _wake_seq_waiters(self, meter: str) -> None:
-        seen = self.meter_seq(meter)
-        for seq, future in self._seq_waiters.get(meter, ()):
-            if seq <= seen and not future.done():
-                future.set_result(None)
+    def _wake_seq_waiters(self) -> None:
+        for meter, waiters in self._seq_waiters.items():
+            seen = self.meter_seq(meter)
+            for seq, future in waiters:
+                if seq <= seen and not future.done():
+                    future.set_result(None)
 
     @property
     def prune_waiting(self) -> bool:
@@ -647,13 +648,13 @@ class GatewayService:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
                 payload = str(payload).encode()
-            topic = message.topic.value
-            effects = self.core.on_message(topic=topic, payload=bytes(payload), now=self.clock())
+            effects = self.core.on_message(
+                topic=message.topic.value, payload=bytes(payload), now=self.clock()
+            )
             if effects:  # most telemetry changes nothing that needs doing
                 self.perform(effects)
-            if self._seq_waiters:
-                meter = topic[len(self.config.mqtt.topic_prefix) + 1 :].partition("/")[0]
-                self._wake_seq_waiters(meter)
+            if self._seq_waiters:  # a host stepping meters one at a time (wait_meter_seq)
+                self._wake_seq_waiters()
         except Exception as err:
             log.error("message_failed", extra={"fields": {"error": repr(err)}})
             self.failure = err

@@ -44,7 +44,7 @@ class PahoClient:
     meter's ack written right after the PUBACK of the command it answers waits for the broker's
     TCP ACK of that PUBACK, which Linux delays by up to 40 ms: one such stall per lock in a
     host that waits for each ack (the simulation). lwIP on the ESP32 has Nagle on by default
-    too; the firmware does not turn it off (docs/wire.md).
+    too, and the firmware does not turn it off.
 
     Positional arguments are those of the firmware's ``hal.mqtt_client`` (device/hal.py):
     ``client_id``, ``host``, ``port``, ``user`` and ``password`` ("" for none), ``keepalive`` s.

@@ -70,8 +70,6 @@ class Fleet(Protocol):
         self, *, home: str, config: dict[str, Any], soc: Callable[[], int], seed: int
     ) -> None: ...
 
-    async def step(self) -> None: ...
-
     async def step_one(self, home: str) -> None: ...
 
     def published_seq(self, home: str) -> int: ...
@@ -103,10 +101,6 @@ class CPythonFleet:
         self.meters[home] = FirmwareMeter(
             directory=self.directory / home, config=config, soc=soc, clock=self.clock, seed=seed
         )
-
-    async def step(self) -> None:
-        for meter in self.meters.values():
-            meter.step()
 
     async def step_one(self, home: str) -> None:
         """Run ``home``'s firmware until it has handled what it has received."""
@@ -253,9 +247,6 @@ class VmFleet:
             elif kind == "close" and m.relay is not None:
                 m.relay.disconnect()
                 m.relay = None
-
-    async def step(self) -> None:
-        await asyncio.gather(*(self._step(m) for m in self.meters.values()))
 
     async def step_one(self, home: str) -> None:
         """Run ``home``'s firmware until it has handled what it has received."""

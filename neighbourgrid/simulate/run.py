@@ -17,10 +17,8 @@ import contextlib
 import gc
 import json
 import logging
-import os
 import secrets
 import shutil
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -29,6 +27,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from edge.configfile import atomic_write_bytes, atomic_write_text, write_toml
 from edge.errors import ConfigError, NgridError
 from neighbourgrid.simulate.homes import Home
 from neighbourgrid.simulate.inputs import INTERVAL_S, INTERVALS_PER_DAY, interval_index
@@ -44,7 +43,6 @@ from neighbourgrid.simulate.scenario import (
     MAX_HOMES,
     MIN_HOMES,
     Scenario,
-    Tariff,
     Trading,
     default_scenario,
     describe,
@@ -54,10 +52,6 @@ __all__ = ["EmbeddedBroker", "SimClock", "SimConfig", "SimulationError", "run"]
 
 log = logging.getLogger("neighbourgrid.simulate")
 
-# The default tariff (a scenario's [tariff] replaces it), ticks/kWh: what a home pays the grid
-# (320: 32 ct) and what the grid pays for exported energy (80: 8 ct).
-GRID_PRICE = Tariff().grid_price
-FEED_IN_PRICE = Tariff().feed_in_price
 GATEWAY_ID = "gw-sim"
 BATCH_INTERVALS = 8  # a settlement batch every two simulated hours
 
@@ -123,9 +117,9 @@ class SimClock:
         return self._now
 
 
-def _trade_number(lock: Any) -> int:
+def _trade_number(trade_id: str) -> int:
     """The n of trade id ``t<n>`` (the engine numbers trades in the order it makes them)."""
-    return int(lock.trade[1:])
+    return int(trade_id[1:])
 
 
 # ---------------------------------------------------------------------------- homes' behaviour
@@ -244,7 +238,7 @@ def run(config: SimConfig) -> dict[str, Any]:
 
     ledger = Ledger(live.ledger_path)  # the gateway has stopped: read its trades for the CSVs
     try:  # in the engine's order (t1, t2, ...), not the order they happened to settle in
-        trades = sorted(ledger.trades(), key=lambda t: int(t["id"][1:]))
+        trades = sorted(ledger.trades(), key=lambda t: _trade_number(t["id"]))
     finally:
         ledger.close()
     data = ReportData(
@@ -269,12 +263,6 @@ def run(config: SimConfig) -> dict[str, Any]:
     write_report(out / "report.html", data)
     write_overview_png(out / "report.png", data)
     return summary
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _parse_broker(url: str) -> tuple[str, int, str | None, str | None]:
@@ -308,8 +296,6 @@ def _gateway_document(
     Paths are relative to that directory (docs/gateway.md, "Paths in configuration files")."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from edge.configfile import atomic_write_bytes
 
     atomic_write_bytes(
         directory / "gateway.key",
@@ -375,8 +361,6 @@ def _gateway_document(
 
 def _write_config(path: Path, document: dict[str, Any]) -> Path:
     """Write a configuration document as TOML (edge.configfile: tomli-w, atomic, 0600)."""
-    from edge.configfile import write_toml
-
     return write_toml(path, document, mode=0o600)
 
 
@@ -463,7 +447,7 @@ class BrokerAddress:
 def _broker(config: SimConfig) -> Iterator[BrokerAddress]:
     """The broker at ``--broker``; else a Mosquitto started for the run on a free loopback port
     (its files in ``out/broker``); else, where Mosquitto is not installed, amqtt in a thread."""
-    from hil.mosquitto import find_mosquitto, running_mosquitto
+    from hil.mosquitto import find_mosquitto, free_port, running_mosquitto
 
     if config.broker is not None:
         host, port, username, password = _parse_broker(config.broker)
@@ -475,7 +459,7 @@ def _broker(config: SimConfig) -> Iterator[BrokerAddress]:
                 mosquitto.host, mosquitto.port, None, None, "Mosquitto, started for the run"
             )
         return
-    embedded = EmbeddedBroker(port=_free_port())
+    embedded = EmbeddedBroker(port=free_port())
     embedded.start()
     try:
         yield BrokerAddress(
@@ -564,20 +548,22 @@ async def _live_path(
             f"timed out waiting for {what} (gateway refusals: {refused or 'none'})"
         )
 
-    async def step_meter(home: str, *, timeout: float, what: str) -> None:
+    async def step_meter(home: str, *, timeout: float, what: str) -> bool:
         """Step ``home``'s firmware once; if it published, wait until the gateway has taken
-        every message it sent, so that the next meter's messages come after them."""
+        every message it sent, so that the next meter's messages come after them. True if it
+        published."""
         meter = meter_of[home]
         before = fleet.published_seq(home)
         await fleet.step_one(home)
         after = fleet.published_seq(home)
         if after == before:
-            return
+            return False
         try:
             async with asyncio.timeout(timeout):
                 await service.wait_meter_seq(meter, after)
         except TimeoutError:
             raise stuck(what) from None
+        return True
 
     async def drain_commands(*, timeout: float) -> None:
         """Deliver the gateway's commands meter by meter, in the homes' order, each meter
@@ -590,10 +576,8 @@ async def _live_path(
                     for home, meter in meter_of.items():
                         while service.commands_outstanding(meter):
                             again = True
-                            before = fleet.published_seq(home)
-                            await step_meter(home, timeout=timeout, what="a meter's acks")
-                            if fleet.published_seq(home) == before:  # the command is on its way
-                                await fleet.wait_readable(home, 0.05)
+                            if not await step_meter(home, timeout=timeout, what="acks"):
+                                await fleet.wait_readable(home, 0.05)  # a command on its way
                     if not again:
                         if service.idle:
                             return
@@ -719,7 +703,9 @@ async def _live_path(
                 await drain_commands(timeout=120)
                 # 5. physics: sellers deliver what their settled trades require, shared out in
                 #    trade order (each meter credits its locks in the order it took them)
-                locks = sorted(service.locks(interval=interval_no), key=_trade_number)
+                locks = sorted(
+                    service.locks(interval=interval_no), key=lambda lk: _trade_number(lk.trade)
+                )
                 sold: dict[str, int] = {}
                 for lk in locks:
                     sold[lk.seller] = sold.get(lk.seller, 0) + lk.wh
@@ -868,8 +854,7 @@ async def _chain_and_coordinator(out: Path) -> AsyncIterator[tuple[str, str, str
     keypair = Keypair.random()
     admin = secrets.token_urlsafe(ADMIN_TOKEN_BYTES)
     for name, text in (("coordinator.secret", keypair.secret), ("admin.token", admin)):
-        (directory / name).write_text(text)
-        os.chmod(directory / name, 0o600)
+        atomic_write_text(directory / name, text, mode=0o600)
     async with local_soroban(
         ledger_close_ms=50, passphrase=LOCAL_PASSPHRASE, state_path=directory / "chain.json"
     ) as rpc:
