@@ -218,14 +218,14 @@ def verify_command(
     from edge.batch import Batch, BatchError, decode_batch
 
     config = load_config(config_path) if config_path is not None else default_config()
-    batch_files, found = _verify_inputs(paths)
-    if found is not None and not found and not registrations:
-        where = ", ".join(str(p) for p in paths if p.is_dir())
+    batch_files, directories, found = _verify_inputs(paths)
+    if directories and not found and not registrations:
+        where = ", ".join(str(p) for p in directories)
         raise ConfigError(
             f"no registration.json in {where}: give the gateway's registration with --registry"
         )
     registry: dict[str, GatewayKey] = {}
-    for path in dict.fromkeys([*registrations, *(found or [])]):
+    for path in dict.fromkeys([*registrations, *found]):
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
         except OSError as err:
@@ -240,7 +240,7 @@ def verify_command(
             id=reg.gateway, public_key=reg.public_key, meters=frozenset(reg.meters)
         )
     batches: list[Batch] = []
-    names: dict[tuple[str, int], list[str]] = {}
+    names: dict[tuple[str, int], str] = {}  # the first file of each batch, for the summary
     for path in batch_files:
         try:
             data = path.read_bytes()
@@ -251,7 +251,7 @@ def verify_command(
         except BatchError as err:
             raise BatchRefusedError(f"{path} is not a batch: {err}", failed=1) from err
         batches.append(batch)
-        names.setdefault((batch.header.gateway, batch.header.seq), []).append(path.name)
+        names.setdefault((batch.header.gateway, batch.header.seq), path.name)
     results = verify_chain(batches, registry=registry, rules=config.rules)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
@@ -276,7 +276,7 @@ def verify_command(
     named = []
     for r in not_ok[:5]:
         checks = dict.fromkeys(f.check for f in r.findings if f.status != "pass")
-        file = names.get((r.gateway, r.seq), ["?"])[0]
+        file = names.get((r.gateway, r.seq), "?")
         named.append(f"{file} {r.gateway}/{r.seq} {r.verdict} [{', '.join(checks)}]")
     more = f"; and {len(not_ok) - 5} more" if len(not_ok) > 5 else ""
     raise BatchRefusedError(
@@ -286,19 +286,20 @@ def verify_command(
     )
 
 
-def _verify_inputs(paths: tuple[Path, ...]) -> tuple[list[Path], list[Path] | None]:
-    """The batch files PATHS name (files as given, directories expanded) and the registration
-    files found in the directories (None if no directory was given)."""
+def _verify_inputs(paths: tuple[Path, ...]) -> tuple[list[Path], list[Path], list[Path]]:
+    """The batch files PATHS name (files as given, directories expanded), the directories
+    among PATHS and the registration files found in them."""
     from coordinator.errors import CoordinatorError
     from edge.gateway.export import BATCHES_DIR, REGISTRATION_FILE
 
     files: list[Path] = []
-    found: list[Path] | None = None
+    directories: list[Path] = []
+    found: list[Path] = []
     for path in paths:
         if not path.is_dir():
             files.append(path)  # a missing file is reported when it is read
             continue
-        found = found if found is not None else []
+        directories.append(path)
         if (path / REGISTRATION_FILE).is_file():
             found.append(path / REGISTRATION_FILE)
         folder = path / BATCHES_DIR if (path / BATCHES_DIR).is_dir() else path
@@ -306,4 +307,4 @@ def _verify_inputs(paths: tuple[Path, ...]) -> tuple[list[Path], list[Path] | No
         if not batch_files:
             raise CoordinatorError(f"no batch files (batch-*.json) in {folder}")
         files += batch_files
-    return files, found
+    return files, directories, found

@@ -40,7 +40,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.configfile import toml_value
 from edge.errors import ConfigError
-from edge.gateway.registration import canonical_json, registration, verify_registration
+from edge.gateway.registration import (
+    canonical_json,
+    registration,
+    verify_registration,
+    write_registration,
+)
 from provisioning.errors import ProvisionError
 from provisioning.files import atomic_write_bytes, atomic_write_text
 from provisioning.inventory import GatewayRecord, Inventory, fingerprint, validate_id
@@ -448,9 +453,9 @@ def provision_gateway(
         sysusers_conf(layout=layout),
     )
 
-    document = registration(private_key, gateway_id=gateway_id, meters=meter_ids, created_at=stamp)
-    atomic_write_text(
-        out_dir / "registration.json", json.dumps(document, indent=2, sort_keys=True) + "\n"
+    write_registration(
+        out_dir / "registration.json",
+        registration(private_key, gateway_id=gateway_id, meters=meter_ids, created_at=stamp),
     )
 
     record = GatewayRecord(

@@ -12,15 +12,15 @@ The layout (``ngrid coordinator verify DIR`` reads it; docs/coordinator.md)::
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from edge.configfile import atomic_write_text
 from edge.errors import GatewayError
 from edge.gateway.config import GatewayConfig
 from edge.gateway.ledger import Ledger
-from edge.gateway.registration import registration
+from edge.gateway.registration import registration, write_registration
 
 __all__ = [
     "BATCHES_DIR",
@@ -56,19 +56,24 @@ def export_batches(config: GatewayConfig, directory: Path, *, first: int = 1) ->
     return Exported(registration=None, batches=tuple(written))
 
 
-def export_for_verification(config: GatewayConfig, directory: Path) -> Exported:
-    """Write ``directory/registration.json`` (signed with the gateway's key, listing its
-    configured meters) and ``directory/batches/batch-NNNNNN.json`` for every stored batch:
-    what ``ngrid coordinator verify DIR`` needs to check the gateway's whole chain offline."""
+def export_for_verification(
+    config: GatewayConfig, directory: Path, *, document: Mapping[str, Any] | None = None
+) -> Exported:
+    """Write ``directory/registration.json`` and ``directory/batches/batch-NNNNNN.json`` for
+    every stored batch: what ``ngrid coordinator verify DIR`` needs to check the gateway's whole
+    chain offline. ``document`` is the registration the coordinator was given (so the file is
+    the one registered); without it a new one is signed with the gateway's key, listing its
+    configured meters."""
     from edge.gateway.service import load_signing_key
 
     directory = Path(directory)
-    document = registration(
-        load_signing_key(config.signing_key),
-        gateway_id=config.id,
-        meters=[m.id for m in config.meters],
-    )
+    if document is None:
+        document = registration(
+            load_signing_key(config.signing_key),
+            gateway_id=config.id,
+            meters=[m.id for m in config.meters],
+        )
     path = directory / REGISTRATION_FILE
-    atomic_write_text(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
+    write_registration(path, document)
     batches = export_batches(config, directory / BATCHES_DIR)
     return Exported(registration=path, batches=batches.batches)

@@ -163,11 +163,14 @@ class ProofWorker:
             return
         self._closing = self._died = True
         self._process.join(timeout=1)
+        self._log_exit()
+        self._fail_all("the proof worker exited")
+
+    def _log_exit(self) -> None:
         log.error(
             "proof worker exited",
-            extra={"fields": {"pid": self._process.pid, "exitcode": self._process.exitcode}},
+            extra={"fields": {"pid": self.pid, "exitcode": self._process.exitcode}},
         )
-        self._fail_all("the proof worker exited")
 
     def _fail_all(self, error: str) -> None:
         if self._loop is not None:
@@ -203,10 +206,7 @@ class ProofWorker:
             self._process.kill()
             self._process.join()
         elif self._process.exitcode != 0 and not self._died:
-            log.error(
-                "proof worker exited",
-                extra={"fields": {"pid": self.pid, "exitcode": self._process.exitcode}},
-            )
+            self._log_exit()
 
 
 class ProofPool:
@@ -225,10 +225,6 @@ class ProofPool:
     def pid(self) -> int | None:
         """The first worker's process id."""
         return self.workers[0].pid
-
-    @property
-    def pids(self) -> list[int | None]:
-        return [w.pid for w in self.workers]
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         for worker in self.workers:

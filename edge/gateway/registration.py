@@ -10,21 +10,30 @@ The signature is the gateway's Ed25519 signature over :func:`canonical_json` of 
 field, proving the sender holds the private key. ``ngrid provision gateway`` writes it into the
 bundle, ``ngrid simulate`` into the run directory; the coordinator takes it on ``POST
 /gateways`` and ``ngrid coordinator verify --registry`` (``coordinator.service.parse_registration``
-checks it with :func:`verify_registration`). This module is the one builder.
+checks it with :func:`verify_registration`). This module is the one builder and writer.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["REGISTRATION_TYPE", "canonical_json", "registration", "verify_registration"]
+from edge.configfile import atomic_write_text
+
+__all__ = [
+    "REGISTRATION_TYPE",
+    "canonical_json",
+    "registration",
+    "verify_registration",
+    "write_registration",
+]
 
 REGISTRATION_TYPE = "ngrid.gateway.registration"
 
@@ -56,6 +65,12 @@ def registration(
         "created_at": created_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     return request | {"signature": key.sign(canonical_json(request)).hex()}
+
+
+def write_registration(path: Path, document: Mapping[str, Any]) -> None:
+    """Write ``document`` to ``path`` (``registration.json``: indented JSON, keys sorted)
+    atomically."""
+    atomic_write_text(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 
 def verify_registration(request: dict[str, Any]) -> bytes:

@@ -106,8 +106,9 @@ def read_weather(path: Path) -> tuple[Any, dict[str, Any]]:
     import pandas as pd
     import pvlib
 
+    epw = path.suffix.lower() == ".epw"
     try:
-        if path.suffix.lower() == ".epw":
+        if epw:
             data, meta = pvlib.iotools.read_epw(str(path), coerce_year=YEAR)
             data.index = data.index + pd.Timedelta(hours=1)  # the end of each hour, as TMY3
         else:
@@ -115,8 +116,7 @@ def read_weather(path: Path) -> tuple[Any, dict[str, Any]]:
     except OSError:
         raise
     except Exception as err:  # pandas and pvlib raise many kinds for a malformed file
-        kind = "EPW" if path.suffix.lower() == ".epw" else "TMY3"
-        raise ValueError(f"{path} is not a {kind} weather file: {err}") from err
+        raise ValueError(f"{path} is not a {'EPW' if epw else 'TMY3'} weather file: {err}") from err
     missing = {"ghi", "dni", "dhi", "temp_air", "wind_speed"} - set(data.columns)
     if missing:
         raise ValueError(f"{path} has no {', '.join(sorted(missing))} data")

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
+from edge.market.settlement import MICROTICKS_PER_TICK
+
 __all__ = ["EUR", "MICROTICKS_PER_TICK", "Currency", "plain"]
 
-MICROTICKS_PER_TICK = 1_000_000  # as edge.market.settlement.MICROTICKS_PER_TICK
 _WH_PER_KWH = 1000
 
 

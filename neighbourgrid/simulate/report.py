@@ -25,9 +25,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from edge.configfile import atomic_write_text
 from neighbourgrid.simulate.homes import Home
 from neighbourgrid.simulate.inputs import INTERVAL_S
 from neighbourgrid.simulate.money import EUR, Currency, plain
@@ -164,12 +166,11 @@ def _local(interval: int) -> datetime:
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str | int]]) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    tmp.replace(path)
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def write_csvs(out_dir: Path, data: ReportData) -> tuple[Path, Path]:
@@ -248,9 +249,7 @@ def write_csvs(out_dir: Path, data: ReportData) -> tuple[Path, Path]:
 
 def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
     """Write ``summary`` as indented JSON (written to a temporary file, then renamed)."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=False) + "\n")
 
 
 def _times(data: ReportData, count: int) -> list[datetime]:
@@ -289,6 +288,16 @@ def _plt() -> Any:
     return plt
 
 
+def _reserves(homes: Sequence[Home]) -> tuple[float, str]:
+    """The lowest battery reserve (%) and how to name the reserves: "20 %" when every battery
+    home has the same (the default), else "15-25 %" (a scenario file may set each home's)."""
+    pct = sorted({h.battery.reserve_bp / 100 for h in homes if h.battery is not None})
+    if not pct:
+        return 20.0, "20 %"
+    low, high = pct[0], pct[-1]
+    return low, f"{low:g} %" if low == high else f"{low:g}-{high:g} %"
+
+
 def _draw_soc(ax: Any, data: ReportData, *, legend: bool = True) -> None:
     """State of charge per battery home, with the reserve line."""
     hood = data.trading or data.baseline
@@ -298,11 +307,12 @@ def _draw_soc(ax: Any, data: ReportData, *, legend: bool = True) -> None:
     for i, home in enumerate(battery_homes):
         soc = [f.soc_bp / 100 for f in hood.history[home.id]]
         ax.plot(times, soc, lw=1.3, color=cmap(i / max(1, len(battery_homes) - 1)), label=home.id)
-    ax.axhline(20, color="#c0392b", ls="--", lw=1)
+    low, named = _reserves(data.homes)
+    ax.axhline(low, color="#c0392b", ls="--", lw=1)
     ax.text(
         times[-1],
-        16,
-        "20 % reserve: never sold below",
+        low - 4,
+        f"{named} reserve: never sold below",
         color="#c0392b",
         fontsize="small",
         ha="right",
@@ -368,10 +378,9 @@ def _draw_grid(ax: Any, data: ReportData) -> None:
     _date_axis(ax, data.days)
 
 
-def _draw_earnings(ax: Any, data: ReportData) -> None:
+def _draw_earnings(ax: Any, data: ReportData, *, accounts: Sequence[HomeAccount]) -> None:
     """Per home: received for sales (up), paid for purchases (down) and what the grid would
     have charged for the energy received (dashed outline), in the currency."""
-    accounts = home_accounts(data)
     labels = [a.home.replace("home-", "") for a in accounts]
     cost = data.currency.energy_cost
     earned = [float(a.earned) for a in accounts]
@@ -401,7 +410,7 @@ def _draw_earnings(ax: Any, data: ReportData) -> None:
     _style(ax)
 
 
-def _figures(data: ReportData) -> dict[str, str]:
+def _figures(data: ReportData, accounts: Sequence[HomeAccount]) -> dict[str, str]:
     """The report's four figures, drawn narrow enough to read on a phone."""
     plt = _plt()
     figs: dict[str, str] = {}
@@ -410,7 +419,7 @@ def _figures(data: ReportData) -> dict[str, str]:
             ("soc", _draw_soc, 4.0),
             ("market", _draw_market, 4.0),
             ("grid", _draw_grid, 3.6),
-            ("earnings", _draw_earnings, 3.8),
+            ("earnings", partial(_draw_earnings, accounts=accounts), 3.8),
         ):
             fig, ax = plt.subplots(figsize=(5.2, height))
             draw(ax, data)
@@ -437,7 +446,7 @@ def write_overview_png(path: Path, data: ReportData) -> None:
         weight="bold",
         va="top",
     )
-    cards = _headline(data)
+    cards = _headline(data, home_accounts(data))
     figures = [cards[i] for i in (1, 2, 3, 6)]
     for i, (value, label) in enumerate(figures):
         x = i / len(figures)
@@ -513,14 +522,14 @@ summary{cursor:pointer;font-weight:600;padding:6px 0}
 """
 
 
-def _headline(data: ReportData) -> list[tuple[str, str]]:
-    """The headline numbers: (value, what it is), most telling first."""
+def _headline(data: ReportData, accounts: Sequence[HomeAccount]) -> list[tuple[str, str]]:
+    """The headline numbers: (value, what it is), most telling first (``accounts``:
+    :func:`home_accounts` of ``data``)."""
     s = data.summary
     cur = data.currency
     saved = s.get("grid_import_saving_net_wh")
     buyers = sellers = None
     if data.statements:
-        accounts = home_accounts(data)
         buyers = cur.format(sum((a.saved_buying for a in accounts), Decimal(0)))
         sellers = cur.format(sum((a.saved_selling for a in accounts), Decimal(0)))
     avg = s.get("avg_price")
@@ -652,12 +661,12 @@ def _amount(value: Decimal, cur: Currency) -> str:
     )
 
 
-def _accounts_html(data: ReportData, links: Sequence[str]) -> str:
-    """The per-home table, how "saved" is counted, and the links to the CSV files."""
+def _accounts_html(data: ReportData, accounts: Sequence[HomeAccount], links: Sequence[str]) -> str:
+    """The per-home table (``accounts``: :func:`home_accounts` of ``data``), how "saved" is
+    counted, and the links to the CSV files."""
     cur = data.currency
     if data.trading is None:
         return '<section class="panel"><p>Trading did not run: no home traded.</p></section>'
-    accounts = home_accounts(data)
     head = (
         "<thead><tr><th>Home</th><th class=num>Earned</th><th class=num>Paid</th>"
         "<th class=num>Saved</th><th class=num>Net</th><th class=num>Sold<br>kWh</th>"
@@ -687,10 +696,10 @@ def _accounts_html(data: ReportData, links: Sequence[str]) -> str:
     )
     grid = cur.format(cur.from_ticks(data.grid_price))
     feed = cur.format(cur.from_ticks(data.feed_in_price))
-    commission = cur.format(cur.from_microticks(sum(int(t["commission"]) for t in data.trades)))
-    fee = cur.format(cur.from_microticks(sum(int(t["grid_fee"]) for t in data.trades)))
     fees = ""
     if data.trades:
+        commission = cur.format(cur.from_microticks(sum(int(t["commission"]) for t in data.trades)))
+        fee = cur.format(cur.from_microticks(sum(int(t["grid_fee"]) for t in data.trades)))
         fees = (
             "<li><b>All homes</b>: money only moves between neighbours, except the community "
             f"pool's commission on each sale ({html.escape(commission)} in all) and the grid "
@@ -736,9 +745,10 @@ def write_report(path: Path, data: ReportData) -> None:
     """Write the self-contained HTML report for ``data`` to ``path``. It links the CSV files
     (:func:`write_csvs`) that exist beside it when it is written."""
     s = data.summary
-    figs = _figures(data)
+    accounts = home_accounts(data)
+    figs = _figures(data, accounts)
     end = data.start + timedelta(days=data.days - 1)
-    cards = _headline(data)
+    cards = _headline(data, accounts)
     card_html = "".join(
         f'<div class="card"><b>{v}</b><span>{html.escape(t)}</span></div>' for v, t in cards
     )
@@ -792,7 +802,8 @@ def write_report(path: Path, data: ReportData) -> None:
             "soc",
             "Batteries over the run",
             "Each line is one home's battery. They fill up from the roof around midday and "
-            "empty through the evening; sales never take a battery below the dashed 20 % reserve.",
+            "empty through the evening; sales never take a battery below its reserve "
+            f"({_reserves(data.homes)[1]}, the dashed line marks the lowest).",
         ),
         fig(
             "market",
@@ -834,7 +845,7 @@ def write_report(path: Path, data: ReportData) -> None:
             "through the neighbourhood's market, as it would for real.</p>",
             f'<div class="cards">{card_html}</div>',
             '<h2 id="homes">What each home earned and saved</h2>',
-            _accounts_html(data, links),
+            _accounts_html(data, accounts, links),
             '<h2>The run in pictures</h2><div class="figs">',
             *captions,
             "</div>",
@@ -848,6 +859,4 @@ def write_report(path: Path, data: ReportData) -> None:
             "</main></body></html>\n",
         ]
     )
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, body)

@@ -22,7 +22,7 @@ import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -206,6 +206,7 @@ def run(config: SimConfig) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"cannot create {out}: {err.strerror}", key="out") from None
     scenario = config.scenario_or_default()
+    config = replace(config, scenario=scenario)  # the default mix is made once, not per use
     homes = list(scenario.homes)
     baseline = run_baseline(
         homes=homes,
@@ -605,13 +606,9 @@ async def _live_path(
             what=f"the gateway to start and connect to the broker at {host}:{port}",
         )
         stages["gateway (policies, matching, proofs, locks, settlement, ledger)"] = "ran"
+        registration = _registration(gw_config, [m.id for m in gw_config.meters])
         async with aiohttp.ClientSession() as session:
-            await _register(
-                session,
-                coordinator_url,
-                admin_token,
-                _registration(gw_config, [m.id for m in gw_config.meters]),
-            )
+            await _register(session, coordinator_url, admin_token, registration)
         # The firmware calls gc.collect() after each message, as MicroPython needs; on CPython
         # that walks the host's whole heap (pandas, pvlib, the gateway ...), about 0.1 s each.
         # Freezing what exists now leaves those collections only the objects made later.
@@ -791,7 +788,7 @@ async def _live_path(
     # registration.json and batches/: `ngrid coordinator verify <out>` checks the run offline.
     from edge.gateway.export import export_for_verification
 
-    export_for_verification(gw_config, out)
+    export_for_verification(gw_config, out, document=registration)
     return result
 
 

@@ -356,6 +356,8 @@ def _home(table: Table) -> Home:
             raise ConfigError("must be at least 0.001 (1 Wh)", key=table.key("battery_kwh"))
         if power_w is None:
             power_w = max(1, round((c_rate or DEFAULT_C_RATE) * capacity_wh))
+        if initial_soc_bp is None:
+            initial_soc_bp = DEFAULT_INITIAL_SOC_BP
         given = {"round_trip_bp": round_trip_bp, "reserve_bp": reserve_bp}
         try:
             battery = BatterySpec(
@@ -372,13 +374,7 @@ def _home(table: Table) -> Home:
         annual_kwh=annual_kwh,
         pv_kwp=pv_kwp,
         battery=battery,
-        initial_soc_bp=(
-            0
-            if battery is None
-            else DEFAULT_INITIAL_SOC_BP
-            if initial_soc_bp is None
-            else initial_soc_bp
-        ),
+        initial_soc_bp=0 if battery is None else initial_soc_bp,
         manual=manual,
         sell_above_bp=sell_above_bp,
         sell_price=sell_price,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -46,3 +47,21 @@ def test_the_example_scenario_runs_end_to_end(tmp_path: Path) -> None:
     assert summary["replay_ok"] is True
     assert (out / "meters" / "maple-1").is_dir()
     assert (out / "report.html").is_file()
+    # The CSV files are in the file's currency, one row per home and one per trade.
+    with (out / "statements.csv").open(newline="", encoding="utf-8") as f:
+        statements = list(csv.DictReader(f))
+    assert [r["home"] for r in statements] == [
+        "maple-1",
+        "maple-3",
+        "maple-5",
+        "oak-2",
+        "oak-4",
+        "oak-6",
+    ]
+    assert "earned_USD" in statements[0] and "net_USD" in statements[0]
+    with (out / "trades.csv").open(newline="", encoding="utf-8") as f:
+        trades = list(csv.DictReader(f))
+    assert len(trades) == summary["trades"]
+    assert "price_USD_per_kWh" in trades[0]
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "$0.15 per kWh" in page and "€" not in page  # the grid tariff, in dollars

@@ -10,6 +10,7 @@ lead to the file that was written. (``make demo`` failed on exactly this: the si
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -177,7 +178,8 @@ def test_provisioning_gateway_bundle(
     layout = GatewayLayout(etc_dir=pi / "etc/ngrid", state_dir=pi / "var/lib/ngrid")
     monkeypatch.chdir(writer)
     with Inventory(path=Path("inv.json")) as inv:
-        provision_gateway(
+        provision = functools.partial(
+            provision_gateway,
             inventory=inv,
             name="gw1",
             out_dir=Path("bundles/gw1"),
@@ -186,16 +188,9 @@ def test_provisioning_gateway_bundle(
             now=NOW,
             by="ann@lap",
         )
+        provision()
         inv.put_meter(_meter_record("m-1", bytes(range(32))), mac_key=bytes(range(32)))
-        bundle = provision_gateway(
-            inventory=inv,
-            name="gw1",
-            out_dir=Path("bundles/gw1"),
-            broker_host="gw1.local",
-            layout=layout,
-            now=NOW,
-            by="ann@lap",
-        )
+        bundle = provision()  # again, now that the gateway has a meter
         export_registry(
             inventory=inv, gateway="gw1", out=bundle.path(layout.etc_dir / "meters.json")
         )

@@ -92,7 +92,7 @@ def test_stopping_the_gateway_with_proofs_in_flight_writes_no_traceback(
         assert "ConnectionResetError" not in run.stderr, run.stderr
         # Everything on stderr is the gateway's log: JSON lines, no warning about the worker.
         records = [json.loads(line) for line in run.stderr.splitlines() if line.strip()]
-        assert not [r for r in records if "prover" in str(r.get("event"))], records
+        assert not [r for r in records if "proof worker" in str(r.get("event"))], records
         figures = json.loads(run.stdout.strip().splitlines()[-1])
         with pytest.raises(ProcessLookupError):
             os.kill(figures["pid"], 0)  # the worker is gone, not orphaned

@@ -311,3 +311,18 @@ def test_stage_lines_are_plain_words(tmp_path: Path) -> None:
     assert "turned down 3 of the gateway&#x27;s requests" in stages
     assert "every battery home&#x27;s meter ran its real firmware" in stages
     assert "1 of 1 batches" in stages and "2 of 2 trades" in stages
+
+
+def test_the_battery_figure_names_the_homes_own_reserves() -> None:
+    from dataclasses import replace
+
+    from neighbourgrid.simulate.report import _reserves
+
+    homes = make_homes(12, 7)  # every battery at the default 20 %
+    assert _reserves(homes) == (20.0, "20 %")
+    first = next(i for i, h in enumerate(homes) if h.battery is not None)
+    battery = homes[first].battery
+    assert battery is not None
+    homes[first] = replace(homes[first], battery=replace(battery, reserve_bp=2500))
+    assert _reserves(homes) == (20.0, "20-25 %")  # a scenario file set one home's reserve
+    assert _reserves([h for h in homes if h.battery is None]) == (20.0, "20 %")
